@@ -1,0 +1,25 @@
+"""aim-video: adapt a frozen image ViT (CLIP) into a video action recogniser with AIM.
+
+Public API:
+    build_model(arch, **aim_fields)  -> AIMViT with a random backbone (load one next)
+    AIMConfig, ViTConfig, VARIANTS   -> model descriptions
+"""
+
+from __future__ import annotations
+
+from aim_video.model import VARIANTS, AIMConfig, AIMViT, ViTConfig, get_variant
+
+__version__ = "0.1.0"
+
+
+def build_model(arch: str | ViTConfig = "ViT-B/16", **fields) -> AIMViT:
+    """An AIM model on a named (or given) backbone; `fields` are `AIMConfig` fields.
+
+    The backbone is random until weights are loaded (`load_pretrained`), and training refuses a
+    random frozen backbone unless asked explicitly.
+    """
+    vit = get_variant(arch) if isinstance(arch, str) else arch
+    return AIMViT(AIMConfig(vit=vit, **fields))
+
+
+__all__ = ["VARIANTS", "AIMConfig", "AIMViT", "ViTConfig", "build_model", "__version__"]

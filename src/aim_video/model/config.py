@@ -1,0 +1,109 @@
+"""Model descriptions: the image ViT's architecture and how AIM adapts it to video.
+
+Named variants are data (`VARIANTS`); a tiny model for a CPU test is just another `ViTConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """A CLIP-architecture image ViT (pre-norm, QuickGELU MLP, OpenAI parameter names)."""
+
+    width: int = 768  # token dimension D
+    layers: int = 12  # number of transformer blocks
+    heads: int = 12  # attention heads; CLIP uses width / 64
+    patch_size: int = 16  # square patch side in pixels (conv1 kernel and stride)
+    image_size: int = 224  # square input side in pixels; tokens = (image_size / patch_size)^2 + 1
+    mlp_ratio: float = 4.0  # MLP hidden width / width
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
+
+    @property
+    def grid(self) -> int:
+        """Patches per image side."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per frame: patches plus the class token."""
+        return self.grid**2 + 1
+
+
+VARIANTS: dict[str, ViTConfig] = {
+    "ViT-B/32": ViTConfig(width=768, layers=12, heads=12, patch_size=32, image_size=224),
+    "ViT-B/16": ViTConfig(width=768, layers=12, heads=12, patch_size=16, image_size=224),
+    "ViT-L/14": ViTConfig(width=1024, layers=24, heads=16, patch_size=14, image_size=224),
+    "ViT-L/14-336": ViTConfig(width=1024, layers=24, heads=16, patch_size=14, image_size=336),
+}
+
+
+def get_variant(name: str) -> ViTConfig:
+    """Looks up a named backbone, with an error that lists the known names."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown arch {name!r}; known: {', '.join(VARIANTS)}") from None
+
+
+ADAPTER_BLOCKS_HELP = "all | top:K | bottom:K | every_other"
+
+
+@dataclass(frozen=True)
+class AIMConfig:
+    """How the frozen image model becomes a video classifier, and what is trained.
+
+    The default is the paper's AIM (spatial + temporal + joint adaptation on every block).
+    Setting `spatial`, `temporal` and `joint` all to False gives the frozen backbone with a
+    linear head; `full_finetune` makes every parameter trainable.
+    """
+
+    vit: ViTConfig = field(default_factory=ViTConfig)  # the image backbone
+    num_frames: int = 8  # frames per clip T; the temporal embedding has this length
+    num_classes: int = 400  # size of the linear head
+    spatial: bool = True  # S_Adapter (with skip) after the spatial attention
+    temporal: bool = True  # temporal attention re-using the frozen attention + T_Adapter
+    joint: bool = True  # MLP_Adapter parallel to the frozen MLP, scaled by `scale`
+    temporal_in: bool = False  # T_Adapter_in (with skip) before the temporal attention (SSv2)
+    temporal_embedding: bool = True  # learned (1, T, D) embedding added to every token of frame t
+    full_finetune: bool = False  # train every parameter, the backbone included
+    adapter_blocks: str = "all"  # which blocks get adapters: all | top:K | bottom:K | every_other
+    bottleneck_ratio: float = 0.25  # adapter hidden width / width
+    scale: float = 0.5  # s: the joint adapter's weight (0.5 Kinetics/Diving-48, 1.0 SSv2)
+    drop_path: float = 0.2  # stochastic depth on temporal and joint branches, linear over depth
+    dropout: float = 0.5  # dropout before the linear head
+    grad_checkpointing: bool = False  # recompute block activations in backward to save memory
+
+    def __post_init__(self) -> None:
+        self.adapted_blocks()  # validates adapter_blocks early
+        if self.temporal_in and not self.temporal:
+            raise ValueError("temporal_in needs temporal adaptation")
+
+    def replace(self, **changes) -> AIMConfig:
+        """A copy with some fields changed (`vit` may be a variant name)."""
+        if isinstance(changes.get("vit"), str):
+            changes["vit"] = get_variant(changes["vit"])
+        return dataclasses.replace(self, **changes)
+
+    def adapted_blocks(self) -> list[bool]:
+        """For each block, whether it gets adapters."""
+        n = self.vit.layers
+        spec = self.adapter_blocks
+        if spec == "all":
+            return [True] * n
+        if spec == "every_other":
+            return [i % 2 == 1 for i in range(n)]
+        where, _, count = spec.partition(":")
+        if where in ("top", "bottom") and count.isdigit() and 0 <= int(count) <= n:
+            k = int(count)
+            return [i >= n - k for i in range(n)] if where == "top" else [i < k for i in range(n)]
+        raise ValueError(f"adapter_blocks {spec!r} is not one of {ADAPTER_BLOCKS_HELP} (K <= {n})")

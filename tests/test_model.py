@@ -1,0 +1,154 @@
+import pytest
+import torch
+
+from aim_video.model import AIMConfig, AIMViT, ViTConfig, get_variant
+
+TINY = ViTConfig(width=64, layers=3, heads=2, patch_size=8, image_size=32)
+IMAGE_ONLY = dict(spatial=False, temporal=False, joint=False, temporal_embedding=False)
+
+
+def tiny(**changes) -> AIMConfig:
+    return AIMConfig(vit=TINY, num_frames=4, num_classes=5, **changes)
+
+
+@pytest.mark.parametrize(
+    "arch, total, trainable",
+    [("ViT-B/16", 96_764_560, 10_966_672), ("ViT-L/14", 341_438_864, 38_261_136)],
+)
+def test_parameter_counts_match_the_paper(arch, total, trainable):
+    with torch.device("meta"):
+        counts = AIMViT(AIMConfig(vit=get_variant(arch), num_classes=400)).parameter_counts()
+    assert counts["total"] == total
+    assert counts["trainable"] == trainable
+
+
+def test_temporal_in_adds_one_adapter_per_block():
+    with torch.device("meta"):
+        base = AIMViT(AIMConfig(num_classes=174)).parameter_counts()["trainable"]
+        ssv2 = AIMViT(AIMConfig(num_classes=174, temporal_in=True)).parameter_counts()
+    assert ssv2["trainable.T_Adapter_in"] == 12 * (768 * 192 + 192 + 192 * 768 + 768)
+    assert ssv2["trainable"] - base == ssv2["trainable.T_Adapter_in"]
+    assert round(ssv2["trainable"] / 1e6, 1) == 14.3  # the paper's SSv2 (174 classes) figure
+
+
+def test_at_init_aim_equals_the_frozen_image_model_per_frame():
+    aim = AIMViT(tiny(temporal_in=True, dropout=0.0)).eval()
+    image = AIMViT(tiny(**IMAGE_ONLY, dropout=0.0)).eval()
+    missing, unexpected = image.load_state_dict(aim.state_dict(), strict=False)
+    assert missing == [] and all("Adapter" in k or k == "temporal_embedding" for k in unexpected)
+    clip = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        got = aim.forward_features(clip)
+        # The image model on each frame alone, then the mean of the per-frame CLS features.
+        frames = clip.transpose(1, 2).reshape(8, 3, 1, 32, 32)  # (B·T, C, 1, H, W)
+        per_frame = image.forward_features(frames).view(2, 4, -1)
+    torch.testing.assert_close(got, per_frame.mean(1), rtol=0, atol=1e-5)
+
+
+def test_trained_adapters_change_the_output():
+    model = AIMViT(tiny()).eval()
+    clip = torch.randn(1, 3, 4, 32, 32)
+    before = model(clip)
+    torch.nn.init.normal_(model.transformer.resblocks[1].T_Adapter.D_fc2.weight, std=0.1)
+    assert not torch.allclose(model(clip), before)
+
+
+def test_temporal_attention_equals_attention_over_regrouped_tokens():
+    attn = AIMViT(tiny()).transformer.resblocks[0].attn
+    x = torch.randn(2 * 4, 17, 64)  # (B·T, L, D)
+    regrouped = x.view(2, 4, 17, 64).transpose(1, 2).reshape(2 * 17, 4, 64)  # (B·L, T, D)
+    expected = attn(regrouped).view(2, 17, 4, 64).transpose(1, 2).reshape(8, 17, 64)
+    torch.testing.assert_close(attn.forward_temporal(x, frames=4), expected, atol=1e-6, rtol=0)
+
+
+def test_temporal_attention_mixes_frames_and_spatial_does_not():
+    model = AIMViT(tiny(**IMAGE_ONLY)).eval()
+    clip = torch.randn(1, 3, 4, 32, 32)
+    changed = clip.clone()
+    changed[:, :, 3] = 0  # only the last frame differs
+    per_frame = lambda m, c: m.transformer(m.embed(c), 4)[:, 0]  # noqa: E731
+    with torch.no_grad():
+        a, b = per_frame(model, clip), per_frame(model, changed)
+    torch.testing.assert_close(a[:3], b[:3])  # frames 0-2 never see frame 3
+    aim = AIMViT(tiny())
+    for block in aim.transformer.resblocks:
+        torch.nn.init.normal_(block.T_Adapter.D_fc2.weight, std=0.1)
+    with torch.no_grad():
+        a, b = per_frame(aim.eval(), clip), per_frame(aim, changed)
+    assert not torch.allclose(a[:3], b[:3])
+
+
+def test_exactly_the_trainable_set_gets_gradients():
+    model = AIMViT(tiny(temporal_in=True)).train()
+    model(torch.randn(2, 3, 4, 32, 32)).sum().backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == trainable
+    assert trainable == {n for n in dict(model.named_parameters()) if model.is_trainable(n)}
+    assert any(n.endswith("T_Adapter_in.D_fc1.weight") for n in trainable)
+    assert "transformer.resblocks.0.attn.in_proj_weight" not in trainable
+    assert {"temporal_embedding", "ln_post.weight", "head.weight"} <= trainable
+
+
+def test_full_finetune_trains_everything():
+    model = AIMViT(tiny(full_finetune=True, **IMAGE_ONLY))
+    assert all(p.requires_grad for p in model.parameters())
+    assert set(model.trainable_state_dict()) == set(model.state_dict())
+
+
+def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
+    torch.manual_seed(1)
+    plain = AIMViT(tiny(drop_path=0.3)).train()
+    for block in plain.transformer.resblocks:
+        torch.nn.init.normal_(block.MLP_Adapter.D_fc2.weight, std=0.05)
+    ckpt = AIMViT(tiny(drop_path=0.3, grad_checkpointing=True)).train()
+    ckpt.load_state_dict(plain.state_dict())
+    clip = torch.randn(2, 3, 4, 32, 32)
+    outs, grads = [], []
+    for model in (plain, ckpt):
+        torch.manual_seed(7)  # same drop-path and dropout draws
+        out = model(clip)
+        out.square().sum().backward()
+        outs.append(out)
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-6)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [("all", [1] * 6), ("top:2", [0, 0, 0, 0, 1, 1]), ("bottom:2", [1, 1, 0, 0, 0, 0]),
+     ("every_other", [0, 1, 0, 1, 0, 1])],
+)
+def test_adapter_block_selection(spec, expected):
+    cfg = AIMConfig(vit=ViTConfig(width=64, layers=6, heads=2, patch_size=8, image_size=32),
+                    adapter_blocks=spec)
+    model = AIMViT(cfg)
+    has = [int(hasattr(b, "S_Adapter") and hasattr(b, "T_Adapter") and hasattr(b, "MLP_Adapter"))
+           for b in model.transformer.resblocks]
+    assert has == expected
+
+
+@pytest.mark.parametrize("bad", ["top", "top:9", "some", "bottom:-1"])
+def test_bad_adapter_block_spec_is_an_error(bad):
+    with pytest.raises(ValueError, match="adapter_blocks"):
+        AIMConfig(vit=TINY, adapter_blocks=bad)
+
+
+def test_no_weight_decay_lists_norms_and_embeddings_only():
+    names = AIMViT(tiny()).no_weight_decay()
+    assert {"class_embedding", "positional_embedding", "temporal_embedding",
+            "ln_pre.weight", "ln_post.bias", "transformer.resblocks.2.ln_2.weight"} <= names
+    assert not any("Adapter" in n or "attn" in n or n.startswith("head") for n in names)
+
+
+def test_wrong_frame_count_is_a_clear_error():
+    with pytest.raises(ValueError, match="clip has 6 frames but the temporal embedding has 4"):
+        AIMViT(tiny())(torch.randn(1, 3, 6, 32, 32))
+
+
+def test_linear_probe_accepts_any_frame_count_and_is_order_blind():
+    model = AIMViT(tiny(**IMAGE_ONLY)).eval()
+    clip = torch.randn(1, 3, 6, 32, 32)
+    torch.testing.assert_close(model(clip), model(clip.flip(2)), atol=1e-5, rtol=0)
