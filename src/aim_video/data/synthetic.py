@@ -1,0 +1,785 @@
+"""The built-in synthetic benchmark: time-reversal pairs of motion classes, as real H.264 files.
+
+Why it exists: AIM's claim is that a frozen image model needs *temporal* adaptation to recognise
+actions defined by motion. This benchmark makes that claim testable on a laptop CPU in minutes.
+
+Motion task (``task="motion"``): the classes come in pairs that are each other's time reversal
+(moves left / moves right, grows / shrinks, ...). A clip of the second class of a pair is made by
+rendering a clip of the first class and reversing its frame order, so the frames of a "moves right"
+clip are, as a multiset, distributed exactly like those of a "moves left" clip. Any order-blind
+model (per-frame features pooled without knowing which frame is which) is therefore capped at
+chance within a pair, i.e. 50% accuracy overall, while a model that sees the order of frames can
+reach ~100%. Shape, colour, texture, position, size and background are random in every clip.
+Note that a per-frame model with a learnable embedding of the frame index is *not* order-blind:
+the mean over t of f(frame_t, t) can compute "where the object is at the end minus where it is
+at the start".
+
+Appearance task (``task="appearance"``): the counterpart. Classes are object identities
+(shape x colour) and the motion is random, so a frozen image model alone can solve it.
+
+Image task (`synthetic_images`): still images from the same renderer labelled by shape, colour and
+texture, for pretraining the demo's small stand-in for CLIP. It shares the visual vocabulary of the
+videos but never their motion labels.
+
+Files written by `make_synthetic` (paths in the lists are relative to ``out_dir``)::
+
+    out_dir/videos/{train,val}/<class name>/<index>.mp4
+    out_dir/train.txt, out_dir/val.txt     MMAction2 video lists: "videos/train/x/00000.mp4 3"
+    out_dir/classes.txt                    one class name per line, in label order
+    out_dir/meta.json                      the parameters; "complete": true once all is written
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import av
+import numpy as np
+import torch
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+Task = Literal["motion", "appearance"]
+TASKS: tuple[Task, ...] = ("motion", "appearance")
+
+# Bump whenever rendering or layout changes, so that stale folders get regenerated.
+SYNTHETIC_VERSION = 1
+FPS = 8
+CRF = 18  # low enough that 1-pixel edges and saturated colours survive yuv420p at 32-64 px
+SUPERSAMPLE = 2  # render at 2x per axis and box-filter down: anti-aliased edges and textures
+TEXTURE_SHADE = 0.3  # the second colour of a texture is the object colour darkened to this
+MIN_CONTRAST = 0.2  # background luminance stays this far from the object's
+
+_SPLIT_STREAMS = {"train": 0, "val": 1}  # part of every clip's seed, so splits never share clips
+_IMAGE_STREAM = 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Visual vocabulary: shapes, textures, colours, backgrounds
+# ----------------------------------------------------------------------------------------------
+
+
+def _regular_polygon(u: np.ndarray, v: np.ndarray, sides: int, phase: float) -> np.ndarray:
+    """Inside a regular polygon of circumradius 1, one edge normal at angle ``phase``."""
+    rho = np.hypot(u, v)
+    sector = 2 * math.pi / sides
+    # Fold the angle into one edge's sector, measured from that edge's normal.
+    folded = np.mod(np.arctan2(v, u) - phase + sector / 2, sector) - sector / 2
+    return rho * np.cos(folded) <= math.cos(math.pi / sides)
+
+
+def _star(u: np.ndarray, v: np.ndarray, points: int = 5, inner: float = 0.45) -> np.ndarray:
+    """Inside a star with outer radius 1 and inner radius ``inner``, a point facing up."""
+    rho = np.hypot(u, v)
+    sector = 2 * math.pi / points
+    # Fold into half a sector: angle 0 is an outer point, sector/2 the next inner vertex.
+    folded = np.abs(np.mod(np.arctan2(v, u) + math.pi / 2 + sector / 2, sector) - sector / 2)
+    x, y = rho * np.cos(folded), rho * np.sin(folded)
+    # Inside when on the origin's side of the edge from (1, 0) to the inner vertex (bx, by).
+    bx, by = inner * math.cos(sector / 2), inner * math.sin(sector / 2)
+    return (bx - 1) * y - by * (x - 1) >= 0
+
+
+def _heart(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside the classic implicit heart, pointing down, scaled to circumradius 1."""
+    # The curve's smallest enclosing circle: centre (0, 0.25), radius 1.25. Image v grows
+    # downwards, the curve's y upwards.
+    x, y = 1.25 * u, 0.25 - 1.25 * v
+    return (x**2 + y**2 - 1) ** 3 - x**2 * y**3 <= 0
+
+
+def _cross(u: np.ndarray, v: np.ndarray, arm: float = 0.3) -> np.ndarray:
+    """Inside a plus sign whose arms reach the unit circle."""
+    au, av_ = np.abs(u), np.abs(v)
+    return ((au <= 0.95) & (av_ <= arm)) | ((au <= arm) & (av_ <= 0.95))
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    inside: Callable[[np.ndarray, np.ndarray], np.ndarray]  # object coords (unit disc) -> bool
+    shows_rotation: bool  # False when rotating it changes nothing (a solid circle)
+
+
+SHAPES: tuple[Shape, ...] = (
+    Shape("circle", lambda u, v: u**2 + v**2 <= 1.0, shows_rotation=False),
+    Shape("square", lambda u, v: _regular_polygon(u, v, 4, 0.0), shows_rotation=True),
+    Shape("triangle", lambda u, v: _regular_polygon(u, v, 3, math.pi / 2), shows_rotation=True),
+    Shape("star", _star, shows_rotation=True),
+    Shape("cross", _cross, shows_rotation=True),
+    Shape("heart", _heart, shows_rotation=True),
+)
+
+
+def _texture_coords(
+    u: np.ndarray, v: np.ndarray, period: np.ndarray, angle: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Object coordinates rotated by the texture angle and measured in texture periods."""
+    c, s = np.cos(angle), np.sin(angle)
+    return (c * u + s * v) / period, (-s * u + c * v) / period
+
+
+def _solid(u: np.ndarray, v: np.ndarray, period: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    return np.ones_like(u, dtype=bool)
+
+
+def _stripes(u: np.ndarray, v: np.ndarray, period: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    a, _ = _texture_coords(u, v, period, angle)
+    return np.mod(a, 1.0) < 0.5
+
+
+def _checker(u: np.ndarray, v: np.ndarray, period: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    a, b = _texture_coords(u, v, period, angle)
+    return (np.floor(a) + np.floor(b)) % 2 == 0
+
+
+def _dots(u: np.ndarray, v: np.ndarray, period: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    a, b = _texture_coords(u, v, period, angle)
+    # Dark dots on the object colour: inside a dot is the shaded part.
+    return (np.mod(a, 1.0) - 0.5) ** 2 + (np.mod(b, 1.0) - 0.5) ** 2 > 0.3**2
+
+
+@dataclass(frozen=True)
+class Texture:
+    name: str
+    # (u, v, period, angle) -> bool, True where the object colour shows (else its dark shade)
+    lit: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+TEXTURES: tuple[Texture, ...] = (
+    Texture("solid", _solid),
+    Texture("stripes", _stripes),
+    Texture("checker", _checker),
+    Texture("dots", _dots),
+)
+
+# Saturated and bright, so hue stays readable under the dark texture shade and on any background.
+COLOURS: tuple[tuple[str, tuple[float, float, float]], ...] = (
+    ("red", (0.90, 0.10, 0.10)),
+    ("orange", (1.00, 0.55, 0.05)),
+    ("yellow", (0.95, 0.90, 0.10)),
+    ("green", (0.10, 0.80, 0.20)),
+    ("cyan", (0.10, 0.85, 0.90)),
+    ("blue", (0.15, 0.30, 0.95)),
+    ("purple", (0.60, 0.20, 0.90)),
+    ("pink", (1.00, 0.45, 0.75)),
+)
+COLOUR_JITTER = 0.06
+
+BACKGROUNDS = ("solid", "gradient", "noise")
+
+
+@dataclass(frozen=True)
+class Look:
+    """What one object looks like: everything but where it is."""
+
+    shape: int  # index into SHAPES
+    colour: int  # index into COLOURS
+    rgb: tuple[float, float, float]  # the jittered colour actually drawn, in [0, 1]
+    texture: int  # index into TEXTURES
+    texture_period: float  # in object radii
+    texture_angle: float  # radians, in the object's frame (so it turns with the object)
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Where the object is in each of B frames; every field has shape (B,)."""
+
+    cx: np.ndarray  # centre, pixels from the left edge
+    cy: np.ndarray  # centre, pixels from the top edge
+    radius: np.ndarray  # circumradius, pixels
+    angle: np.ndarray  # radians; increasing turns the object clockwise on screen
+    alpha: np.ndarray  # opacity in [0, 1]
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ np.array([0.299, 0.587, 0.114])
+
+
+def _sample_look(
+    rng: np.random.Generator,
+    shape: int | None = None,
+    colour: int | None = None,
+    shapes: tuple[int, ...] = tuple(range(len(SHAPES))),
+) -> Look:
+    """A random object appearance; ``shape``/``colour`` fix those, ``shapes`` limits the choice."""
+    shape = shapes[int(rng.integers(len(shapes)))] if shape is None else shape
+    colour = int(rng.integers(len(COLOURS))) if colour is None else colour
+    base = np.array(COLOURS[colour][1])
+    rgb = np.clip(base + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, 3), 0.0, 1.0)
+    return Look(
+        shape=shape,
+        colour=colour,
+        rgb=(float(rgb[0]), float(rgb[1]), float(rgb[2])),
+        texture=int(rng.integers(len(TEXTURES))),
+        texture_period=float(rng.uniform(0.45, 0.75)),
+        texture_angle=float(rng.uniform(0, math.pi)),
+    )
+
+
+def _background_tone(rng: np.random.Generator, avoid: float) -> np.ndarray:
+    """A dull colour whose luminance is at least MIN_CONTRAST away from ``avoid``."""
+    # Draw the grey level uniformly from [0.05, 0.95] minus the band around ``avoid``.
+    low, high = 0.05, 0.95
+    below = max(0.0, min(high, avoid - MIN_CONTRAST) - low)
+    above = max(0.0, high - max(low, avoid + MIN_CONTRAST))
+    x = rng.uniform(0, below + above)
+    grey = low + x if x < below else max(low, avoid + MIN_CONTRAST) + (x - below)
+    tint = rng.normal(0, 0.05, 3)
+    return np.clip(grey + tint - _luminance(tint), 0.0, 1.0)
+
+
+def _bilinear_matrix(size: int, cells: int) -> np.ndarray:
+    """(size, cells) weights that linearly interpolate ``cells`` knots onto ``size`` pixels."""
+    pos = (np.arange(size) + 0.5) / size * (cells - 1)
+    knots = np.arange(cells)
+    return np.clip(1 - np.abs(pos[:, None] - knots[None, :]), 0, None)
+
+
+def _sample_background(rng: np.random.Generator, size: int, look: Look) -> np.ndarray:
+    """A static (size, size, 3) float32 background that contrasts with the object."""
+    avoid = float(_luminance(np.array(look.rgb)))
+    kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    base = _background_tone(rng, avoid)
+    if kind == "solid":
+        image = np.broadcast_to(base, (size, size, 3))
+    elif kind == "gradient":
+        other = _background_tone(rng, avoid)
+        theta = rng.uniform(0, 2 * math.pi)
+        ramp = (np.arange(size) + 0.5) / size - 0.5
+        # Projection of each pixel on the gradient direction, in [0, 1].
+        t = np.cos(theta) * ramp[None, :] + np.sin(theta) * ramp[:, None]
+        t = (t - t.min()) / (t.max() - t.min())
+        image = base + t[..., None] * (other - base)
+    else:  # smooth blotchy noise: a few random knots, bilinearly upsampled
+        cells = int(rng.integers(3, 9))
+        knots = rng.normal(0, 0.08, (cells, cells, 3))
+        up = _bilinear_matrix(size, cells)
+        noise = up @ knots.transpose(2, 0, 1) @ up.T  # (3, size, size)
+        image = base + noise.transpose(1, 2, 0)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------
+
+
+def _indexed_mask(
+    kinds: np.ndarray, fns: list[Callable[..., np.ndarray]], *args: np.ndarray
+) -> np.ndarray:
+    """Apply ``fns[kinds[b]]`` to frame b of every (B, ...) argument, one call per kind."""
+    out = np.zeros(args[0].shape, dtype=bool)
+    for kind in np.unique(kinds):
+        rows = kinds == kind
+        out[rows] = fns[kind](*(a[rows] for a in args))
+    return out
+
+
+def _box_downsample(x: np.ndarray) -> np.ndarray:
+    """Average each f x f block, f = SUPERSAMPLE: (B, n * f, n * f) -> (B, n, n)."""
+    f = SUPERSAMPLE
+    # Strided slices add up faster than a mean over a (B, H, f, W, f) view.
+    total = sum(x[:, i::f, j::f] for i in range(f) for j in range(f))
+    return total / (f * f)
+
+
+def _object_window(
+    looks: list[Look], pose: Pose, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Coverage and texture shading of each object, computed only in a window around it.
+
+    Returns:
+        ``(cover, shade, top, left)``: cover and coverage-weighted shade of shape (B, w, w),
+        and each window's top-left pixel, shape (B,). One window side ``w`` serves the batch.
+    """
+    # Every shape lies within its circumradius; +2 pixels of anti-aliasing margin.
+    w = min(size, int(math.ceil(2 * float(pose.radius.max()))) + 2)
+    top = np.clip(np.floor(pose.cy - w / 2), 0, size - w).astype(np.int64)
+    left = np.clip(np.floor(pose.cx - w / 2), 0, size - w).astype(np.int64)
+    centres = (np.arange(w * SUPERSAMPLE, dtype=np.float32) + 0.5) / SUPERSAMPLE
+    dx = centres[None, None, :] + (left - pose.cx)[:, None, None].astype(np.float32)  # (B, 1, ws)
+    dy = centres[None, :, None] + (top - pose.cy)[:, None, None].astype(np.float32)  # (B, ws, 1)
+    cos = np.cos(pose.angle)[:, None, None].astype(np.float32)
+    sin = np.sin(pose.angle)[:, None, None].astype(np.float32)
+    radius = pose.radius[:, None, None].astype(np.float32)
+    # Image offsets -> object coordinates: undo the rotation, scale the circumradius to 1.
+    u = (cos * dx + sin * dy) / radius  # (B, ws, ws)
+    v = (-sin * dx + cos * dy) / radius
+
+    period = np.array([look.texture_period for look in looks], np.float32)[:, None, None]
+    tex_angle = np.array([look.texture_angle for look in looks], np.float32)[:, None, None]
+    inside = _indexed_mask(
+        np.array([look.shape for look in looks]), [s.inside for s in SHAPES], u, v
+    )
+    lit = _indexed_mask(
+        np.array([look.texture for look in looks]),
+        [t.lit for t in TEXTURES],
+        u,
+        v,
+        np.broadcast_to(period, u.shape),
+        np.broadcast_to(tex_angle, u.shape),
+    )
+    # Box-filter the supersampled coverage and shading down to pixels.
+    cover = _box_downsample(inside.astype(np.float32))  # (B, w, w)
+    shade = _box_downsample(inside * np.where(lit, 1.0, TEXTURE_SHADE).astype(np.float32))
+    return cover, shade, top, left
+
+
+def render_frames(looks: list[Look], pose: Pose, backgrounds: np.ndarray, size: int) -> np.ndarray:
+    """Draw one object per frame over its background.
+
+    Args:
+        looks: one per frame (a clip repeats the same one).
+        pose: per-frame placement, fields of shape (B,).
+        backgrounds: (B, size, size, 3) or (1, size, size, 3) floats in [0, 1].
+        size: frame side in pixels.
+
+    Returns:
+        uint8 (B, size, size, 3) frames.
+    """
+    b = len(looks)
+    cover_win, shade_win, top, left = _object_window(looks, pose, size)
+    w = cover_win.shape[-1]
+    # Paste every window into a full-frame canvas at its own offset.
+    frame_index = np.arange(b)[:, None, None]
+    rows = (top[:, None] + np.arange(w))[:, :, None]  # (B, w, 1)
+    cols = (left[:, None] + np.arange(w))[:, None, :]  # (B, 1, w)
+    cover = np.zeros((b, size, size), np.float32)
+    shade = np.zeros((b, size, size), np.float32)
+    cover[frame_index, rows, cols] = cover_win
+    shade[frame_index, rows, cols] = shade_win
+
+    rgb = np.array([look.rgb for look in looks], np.float32)[:, None, None, :]  # (B, 1, 1, 3)
+    alpha = pose.alpha[:, None, None, None].astype(np.float32)
+    paint = shade[..., None] * rgb  # already weighted by coverage, (B, size, size, 3)
+    frames = backgrounds * (1 - alpha * cover[..., None]) + alpha * paint
+    return np.clip(np.rint(frames * 255), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Motion classes: each pair's forward trajectory; the backward class is its time reversal
+# ----------------------------------------------------------------------------------------------
+
+
+def _still(value: float, frames: int) -> np.ndarray:
+    return np.full(frames, value, dtype=np.float64)
+
+
+def _translate(axis: int) -> Callable[[np.random.Generator, int, int], Pose]:
+    """Move towards smaller x (axis 0: left) or smaller y (axis 1: up) by about half the frame."""
+
+    def trajectory(rng: np.random.Generator, frames: int, size: int) -> Pose:
+        radius = rng.uniform(0.10, 0.16) * size
+        travel = rng.uniform(0.45, 0.60) * size
+        start = rng.uniform(radius + travel, size - radius)
+        moving = np.linspace(start, start - travel, frames)
+        fixed = _still(rng.uniform(radius, size - radius), frames)
+        cx, cy = (moving, fixed) if axis == 0 else (fixed, moving)
+        angle = _still(rng.uniform(0, 2 * math.pi), frames)
+        return Pose(cx, cy, _still(radius, frames), angle, _still(1.0, frames))
+
+    return trajectory
+
+
+def _grow(rng: np.random.Generator, frames: int, size: int) -> Pose:
+    r0 = rng.uniform(0.06, 0.09) * size
+    r1 = r0 * rng.uniform(2.4, 3.0)
+    # Geometric growth: the same relative change between any two equally spaced frames.
+    radius = r0 * (r1 / r0) ** np.linspace(0, 1, frames)
+    cx, cy = rng.uniform(r1, size - r1, 2)
+    angle = _still(rng.uniform(0, 2 * math.pi), frames)
+    return Pose(_still(cx, frames), _still(cy, frames), radius, angle, _still(1.0, frames))
+
+
+def _rotate_clockwise(rng: np.random.Generator, frames: int, size: int) -> Pose:
+    radius = rng.uniform(0.20, 0.30) * size
+    cx, cy = rng.uniform(radius, size - radius, 2)
+    # 75-105 degrees in all: even 4 frames sampled from 16 turn < 45 degrees per step, so a
+    # square (90-degree symmetry) still shows its direction unambiguously.
+    turn = math.radians(rng.uniform(75, 105))
+    start = rng.uniform(0, 2 * math.pi)
+    angle = np.linspace(start, start + turn, frames)
+    return Pose(_still(cx, frames), _still(cy, frames), _still(radius, frames), angle,
+                _still(1.0, frames))
+
+
+def _fade_in(rng: np.random.Generator, frames: int, size: int) -> Pose:
+    radius = rng.uniform(0.14, 0.22) * size
+    cx, cy = rng.uniform(radius, size - radius, 2)
+    alpha = np.linspace(rng.uniform(0.0, 0.05), rng.uniform(0.95, 1.0), frames)
+    angle = _still(rng.uniform(0, 2 * math.pi), frames)
+    return Pose(_still(cx, frames), _still(cy, frames), _still(radius, frames), angle, alpha)
+
+
+@dataclass(frozen=True)
+class MotionPair:
+    forward: str  # the class whose clips `trajectory` generates
+    backward: str  # its time reversal: the same clips played backwards
+    trajectory: Callable[[np.random.Generator, int, int], Pose]  # (rng, frames, size) -> Pose
+    shapes: tuple[int, ...]  # shapes on which this motion is visible
+
+
+_ALL_SHAPES = tuple(range(len(SHAPES)))
+MOTION_PAIRS: tuple[MotionPair, ...] = (
+    MotionPair("moves_left", "moves_right", _translate(axis=0), _ALL_SHAPES),
+    MotionPair("moves_up", "moves_down", _translate(axis=1), _ALL_SHAPES),
+    MotionPair("grows", "shrinks", _grow, _ALL_SHAPES),
+    MotionPair(
+        "rotates_clockwise",
+        "rotates_counterclockwise",
+        _rotate_clockwise,
+        tuple(i for i, s in enumerate(SHAPES) if s.shows_rotation),
+    ),
+    MotionPair("fades_in", "fades_out", _fade_in, _ALL_SHAPES),
+)
+
+# Appearance classes: shape x colour, so that neither alone decides the class.
+APPEARANCE_CLASSES: tuple[tuple[int, int], ...] = tuple(
+    (shape, colour) for shape in range(5) for colour in (0, 5)  # red, blue
+)
+
+
+def class_names(task: Task = "motion") -> list[str]:
+    """The class names of a task, in label order.
+
+    For the motion task, class ``2p + 1`` is the time reversal of class ``2p``.
+    """
+    _check_task(task)
+    if task == "motion":
+        return [name for pair in MOTION_PAIRS for name in (pair.forward, pair.backward)]
+    return [f"{COLOURS[c][0]}_{SHAPES[s].name}" for s, c in APPEARANCE_CLASSES]
+
+
+def reversal_partner(class_index: int) -> int:
+    """The motion class whose clips are this class's clips played backwards."""
+    return class_index ^ 1
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"unknown synthetic task {task!r}; expected one of {TASKS}")
+
+
+def _render_motion(
+    pair: MotionPair, rng: np.random.Generator, frames: int, size: int, look: Look
+) -> np.ndarray:
+    pose = pair.trajectory(rng, frames, size)
+    background = _sample_background(rng, size, look)[None]  # (1, H, W, 3), static
+    return render_frames([look] * frames, pose, background, size)
+
+
+def render_clip(
+    class_index: int,
+    rng: np.random.Generator,
+    frames: int = 16,
+    size: int = 64,
+    task: Task = "motion",
+) -> np.ndarray:
+    """Render one random clip of a class.
+
+    For the motion task, ``render_clip(2p + 1, rng)`` is exactly ``render_clip(2p, rng')[::-1]``
+    when ``rng`` and ``rng'`` start in the same state.
+
+    Args:
+        class_index: label in ``class_names(task)``.
+        rng: consumed; fixes everything random about the clip.
+        frames: clip length.
+        size: frame side in pixels.
+        task: "motion" or "appearance".
+
+    Returns:
+        uint8 (T, H, W, 3) RGB frames.
+    """
+    num_classes = len(class_names(task))
+    if not 0 <= class_index < num_classes:
+        raise ValueError(f"class index {class_index} out of range for the {task} task "
+                         f"({num_classes} classes)")
+    if frames < 2 or size < 8:
+        raise ValueError(f"need frames >= 2 and size >= 8, got frames={frames}, size={size}")
+    if task == "motion":
+        pair_index, backwards = divmod(class_index, 2)
+        pair = MOTION_PAIRS[pair_index]
+        clip = _render_motion(pair, rng, frames, size, _sample_look(rng, shapes=pair.shapes))
+        return np.ascontiguousarray(clip[::-1]) if backwards else clip
+    shape, colour = APPEARANCE_CLASSES[class_index]
+    pair_index, backwards = divmod(int(rng.integers(2 * len(MOTION_PAIRS))), 2)
+    clip = _render_motion(
+        MOTION_PAIRS[pair_index], rng, frames, size, _sample_look(rng, shape, colour)
+    )
+    return np.ascontiguousarray(clip[::-1]) if backwards else clip
+
+
+# ----------------------------------------------------------------------------------------------
+# Still images for pretraining the stand-in image model
+# ----------------------------------------------------------------------------------------------
+
+IMAGE_HEADS: tuple[str, ...] = ("shape", "colour", "texture")
+
+
+class SyntheticImages(NamedTuple):
+    images: torch.Tensor  # uint8 (N, 3, H, W)
+    labels: torch.Tensor  # int64 (N, 3): shape, colour and texture ids (IMAGE_HEADS order)
+    head_sizes: list[int]  # number of classes of each label column
+
+
+def _sample_still(
+    rng: np.random.Generator, size: int
+) -> tuple[Look, np.ndarray, tuple[float, float, float, float, float]]:
+    """One still image's object, background and placement ``(cx, cy, radius, angle, alpha)``."""
+    look = _sample_look(rng)
+    background = _sample_background(rng, size, look)
+    radius = rng.uniform(0.15, 0.35) * size
+    cx, cy = rng.uniform(radius, size - radius, 2)
+    return look, background, (cx, cy, radius, rng.uniform(0, 2 * math.pi), 1.0)
+
+
+def synthetic_images(n: int, size: int = 32, seed: int = 0, chunk: int = 256) -> SyntheticImages:
+    """Still images of random objects, labelled by shape, colour and texture.
+
+    The same renderer, shapes, colours, textures and backgrounds as the videos; random position,
+    size and rotation. Never labelled by motion.
+
+    Args:
+        n: number of images.
+        size: image side in pixels.
+        seed: fixes the whole set; image i does not depend on ``n`` or ``chunk``.
+        chunk: images rendered per vectorised batch (bounds memory).
+
+    Returns:
+        ``SyntheticImages(images, labels, head_sizes)``.
+    """
+    images = np.zeros((n, size, size, 3), np.uint8)
+    looks: list[Look] = []
+    # Chunk by chunk, so float backgrounds for large n never sit in memory at once.
+    for lo in range(0, n, chunk):
+        stills = [_sample_still(np.random.default_rng([seed, _IMAGE_STREAM, i]), size)
+                  for i in range(lo, min(n, lo + chunk))]
+        part = [look for look, _, _ in stills]
+        backgrounds = np.stack([background for _, background, _ in stills])
+        pose = Pose(*np.array([place for _, _, place in stills]).T)  # fields of shape (B,)
+        images[lo : lo + len(stills)] = render_frames(part, pose, backgrounds, size)
+        looks += part
+    labels = torch.tensor([[look.shape, look.colour, look.texture] for look in looks],
+                          dtype=torch.int64).reshape(n, len(IMAGE_HEADS))
+    # (N, H, W, 3) -> (N, 3, H, W)
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    return SyntheticImages(tensor, labels, [len(SHAPES), len(COLOURS), len(TEXTURES)])
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing the data set
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyntheticInfo:
+    """Where a generated data set lives and what it holds."""
+
+    root: Path
+    train_list: Path
+    val_list: Path
+    classes_file: Path
+    class_names: tuple[str, ...]
+    num_train: int
+    num_val: int
+    frames: int
+    size: int
+    seed: int
+    task: Task
+    fps: int
+    reused: bool  # True when a complete set with the same parameters was already there
+
+
+@dataclass(frozen=True)
+class _Job:
+    path: Path  # final location; written through a temporary file and renamed
+    label: int
+    seed: tuple[int, int, int]  # (seed, split stream, index): independent of worker count
+    frames: int
+    size: int
+    task: Task
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = FPS, crf: int = CRF) -> None:
+    """Encode uint8 (T, H, W, 3) RGB frames as H.264 (yuv420p) in an mp4 file.
+
+    The file appears at ``path`` only when complete (written beside it, then renamed).
+    """
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{path}: expected uint8 (T, H, W, 3) frames, got {frames.dtype} "
+                         f"{tuple(frames.shape)}")
+    _, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"{path}: yuv420p needs even frame sides, got {w}x{h}")
+    partial = path.with_name(path.name + ".partial")
+    with av.open(str(partial), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        # One encoder thread: the data set is parallel over processes already.
+        stream.options = {"crf": str(crf), "preset": "fast", "threads": "1"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())  # flush the encoder's delayed frames
+    os.replace(partial, path)
+
+
+def _run_job(job: _Job) -> None:
+    clip = render_clip(job.label, np.random.default_rng(job.seed), job.frames, job.size, job.task)
+    write_video(job.path, clip)
+
+
+def _jobs(
+    root: Path, split: str, count: int, names: list[str], seed: int, frames: int, size: int,
+    task: Task,
+) -> list[_Job]:
+    """Balanced labels: index i gets class i mod K, so class counts differ by at most one."""
+    return [
+        _Job(
+            path=root / "videos" / split / names[i % len(names)] / f"{i:05d}.mp4",
+            label=i % len(names),
+            seed=(seed, _SPLIT_STREAMS[split], i),
+            frames=frames,
+            size=size,
+            task=task,
+        )
+        for i in range(count)
+    ]
+
+
+def _write_list(path: Path, root: Path, jobs: list[_Job]) -> None:
+    lines = [f"{job.path.relative_to(root).as_posix()} {job.label}\n" for job in jobs]
+    _write_text(path, "".join(lines))
+
+
+def _write_text(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _read_meta(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_complete(root: Path, params: dict, jobs: list[_Job]) -> bool:
+    meta = _read_meta(root / "meta.json")
+    if meta is None or not meta.get("complete") or meta.get("params") != params:
+        return False
+    required = [root / name for name in ("train.txt", "val.txt", "classes.txt")]
+    return all(p.is_file() for p in required) and all(job.path.is_file() for job in jobs)
+
+
+def _usable_cpus() -> int:
+    # The CPUs this process may run on: fewer than os.cpu_count() in containers and under taskset.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _generate(jobs: list[_Job], workers: int, progress: bool) -> None:
+    bar = tqdm(total=len(jobs), desc="synthetic videos", unit="video", disable=not progress)
+    with bar:
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                _run_job(job)
+                bar.update()
+            return
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            chunksize = max(1, min(16, len(jobs) // (4 * workers)))
+            for _ in pool.map(_run_job, jobs, chunksize=chunksize):
+                bar.update()
+
+
+def make_synthetic(
+    out_dir: str | os.PathLike,
+    num_train: int = 800,
+    num_val: int = 200,
+    frames: int = 16,
+    size: int = 64,
+    seed: int = 0,
+    task: Task = "motion",
+    workers: int | None = None,
+    progress: bool = True,
+) -> SyntheticInfo:
+    """Write the synthetic benchmark as H.264 mp4 files with MMAction2 video lists.
+
+    A folder already holding a complete set with the same parameters is returned untouched. A
+    set interrupted with the same parameters is completed (whole videos are kept: each one is
+    renamed into place only once written). A set made with other parameters is replaced.
+
+    Args:
+        out_dir: target folder, created if missing.
+        num_train: training videos (class i mod K for index i, so classes are balanced).
+        num_val: validation videos.
+        frames: frames per video; motions are monotone over the whole clip, so any in-order
+            subset of frames shows the direction.
+        size: frame side in pixels (even: yuv420p halves the chroma resolution).
+        seed: fixes the content of every video (decoded frames are identical across runs).
+        task: "motion" (time-reversal pairs) or "appearance" (shape x colour, random motion).
+        workers: processes rendering and encoding; default the CPUs this process may use.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        Where the set lives and what it holds.
+    """
+    _check_task(task)
+    if size % 2 or size < 16:
+        raise ValueError(f"size must be even and >= 16 (H.264 yuv420p), got {size}")
+    if frames < 2:
+        raise ValueError(f"frames must be >= 2, got {frames}")
+    if num_train < 0 or num_val < 0:
+        raise ValueError(f"video counts must be >= 0, got train={num_train}, val={num_val}")
+    root = Path(out_dir)
+    names = class_names(task)
+    params = dict(version=SYNTHETIC_VERSION, task=task, seed=seed, num_train=num_train,
+                  num_val=num_val, frames=frames, size=size, fps=FPS, crf=CRF)
+    splits = {
+        split: _jobs(root, split, count, names, seed, frames, size, task)
+        for split, count in (("train", num_train), ("val", num_val))
+    }
+    all_jobs = splits["train"] + splits["val"]
+    info = SyntheticInfo(
+        root=root, train_list=root / "train.txt", val_list=root / "val.txt",
+        classes_file=root / "classes.txt", class_names=tuple(names), num_train=num_train,
+        num_val=num_val, frames=frames, size=size, seed=seed, task=task, fps=FPS, reused=False,
+    )
+    if _is_complete(root, params, all_jobs):
+        log.info("synthetic %s set already complete in %s", task, root)
+        return dataclasses.replace(info, reused=True)
+
+    meta_path = root / "meta.json"
+    old = _read_meta(meta_path)
+    if old is not None and old.get("params") != params and (root / "videos").is_dir():
+        # Only a folder that our meta.json marks as ours is cleared: stale videos would
+        # otherwise linger beside the new lists.
+        log.info("replacing the synthetic set in %s (made with other parameters)", root)
+        shutil.rmtree(root / "videos")
+    for job in all_jobs:
+        job.path.parent.mkdir(parents=True, exist_ok=True)
+    _write_text(meta_path, json.dumps({"params": params, "complete": False}, indent=1) + "\n")
+
+    missing = [job for job in all_jobs if not job.path.is_file()]
+    _generate(missing, workers if workers is not None else _usable_cpus(), progress)
+
+    _write_list(info.train_list, root, splits["train"])
+    _write_list(info.val_list, root, splits["val"])
+    _write_text(info.classes_file, "".join(f"{name}\n" for name in names))
+    counts = {split: len(jobs) for split, jobs in splits.items()}
+    meta = {"params": params, "complete": True, "class_names": names, "counts": counts}
+    _write_text(meta_path, json.dumps(meta, indent=1) + "\n")
+    return info

@@ -1,0 +1,344 @@
+"""The synthetic benchmark: exact time reversal, order-blindness, files on disk, the image task."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import argparse
+
+from aim_video.cli import COMMANDS
+from aim_video.cli import make_synthetic as make_synthetic_cli
+from aim_video.data import synthetic
+from aim_video.data.synthetic import (
+    COLOURS,
+    MOTION_PAIRS,
+    SHAPES,
+    Look,
+    Pose,
+    class_names,
+    make_synthetic,
+    render_clip,
+    render_frames,
+    reversal_partner,
+    synthetic_images,
+)
+
+SMALL = dict(num_train=20, num_val=10, frames=8, size=32, seed=3, progress=False)
+
+
+def _decode(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def _read_list(path: Path) -> list[tuple[str, int]]:
+    rows = [line.split() for line in path.read_text().splitlines()]
+    return [(rel, int(label)) for rel, label in rows]
+
+
+def _mtimes(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _object_colour(frames: np.ndarray) -> str:
+    """Palette name nearest to the most saturated pixels (objects are vivid, backgrounds dull)."""
+    pixels = frames.reshape(-1, 3).astype(np.float64) / 255
+    saturation = pixels.max(1) - pixels.min(1)
+    top = pixels[np.argsort(saturation)[-8:]].mean(0)
+    return min(COLOURS, key=lambda c: np.sum((np.array(c[1]) - top) ** 2))[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# The classes and the time-reversal construction
+# ----------------------------------------------------------------------------------------------
+
+
+def test_class_names_come_in_reversal_pairs():
+    names = class_names("motion")
+    assert names[:4] == ["moves_left", "moves_right", "moves_up", "moves_down"]
+    assert len(names) == 10 and len(set(names)) == 10
+    assert [reversal_partner(i) for i in range(4)] == [1, 0, 3, 2]
+    appearance = class_names("appearance")
+    assert len(appearance) == 10 and appearance[:2] == ["red_circle", "blue_circle"]
+    with pytest.raises(ValueError, match="unknown synthetic task 'colour'"):
+        class_names("colour")
+
+
+@pytest.mark.parametrize("pair", range(len(MOTION_PAIRS)))
+def test_second_class_of_a_pair_is_the_first_played_backwards(pair):
+    for seed in range(3):
+        forward = render_clip(2 * pair, np.random.default_rng(seed), frames=8, size=32)
+        backward = render_clip(2 * pair + 1, np.random.default_rng(seed), frames=8, size=32)
+        assert forward.dtype == np.uint8 and forward.shape == (8, 32, 32, 3)
+        np.testing.assert_array_equal(backward, forward[::-1])
+        assert not np.array_equal(forward[0], forward[-1])  # the clip does change
+
+
+def test_render_clip_rejects_bad_arguments():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="class index 10 out of range for the motion task"):
+        render_clip(10, rng)
+    with pytest.raises(ValueError, match="need frames >= 2"):
+        render_clip(0, rng, frames=1)
+
+
+def _order_statistics(clip: np.ndarray) -> dict[str, float]:
+    """Direction read from pixels, blind to object/background colours (both signs cancel).
+
+    x, y: global optical flow (least squares on the brightness-constancy equation).
+    spin: rotational flow about the centre of temporal variation (> 0: clockwise on screen).
+    edges: relative change in edge energy from the first to the last frame (> 0: the object
+    grows or appears).
+    """
+    grey = clip.astype(np.float64).mean(-1)  # (T, H, W)
+    dt = grey[1:] - grey[:-1]
+    gy, gx = np.gradient((grey[1:] + grey[:-1]) / 2, axis=(1, 2))
+    variation = grey.std(0)
+    ys, xs = np.mgrid[: grey.shape[1], : grey.shape[2]].astype(np.float64)
+    cy = (variation * ys).sum() / variation.sum()
+    cx = (variation * xs).sum() / variation.sum()
+    turn = gx * -(ys - cy) + gy * (xs - cx)  # gradient along the clockwise flow field
+    ey, ex = np.gradient(grey, axis=(1, 2))
+    edges = np.hypot(ex, ey).sum((1, 2))
+    return {
+        "x": -(dt * gx).sum() / (gx * gx).sum(),
+        "y": -(dt * gy).sum() / (gy * gy).sum(),
+        "spin": -(dt * turn).sum() / (turn * turn).sum(),
+        "edges": (edges[-1] - edges[0]) / edges.mean(),
+    }
+
+
+# For each pair: the statistic that shows its direction, and its sign for the first class.
+_DIRECTION = {
+    "moves_left": ("x", -1),
+    "moves_up": ("y", -1),
+    "grows": ("edges", 1),
+    "rotates_clockwise": ("spin", 1),
+    "fades_in": ("edges", 1),
+}
+
+
+def _nearest_centroid_accuracy(a: np.ndarray, b: np.ndarray) -> float:
+    """Fit class means on the first half of each class, score the second half."""
+    half = len(a) // 2
+    ca, cb = a[:half].mean(0), b[:half].mean(0)
+    tests = [(x, 0) for x in a[half:]] + [(x, 1) for x in b[half:]]
+    hits = [int(np.sum((x - cb) ** 2) < np.sum((x - ca) ** 2)) == y for x, y in tests]
+    return float(np.mean(hits))
+
+
+@pytest.mark.parametrize("pair", range(len(MOTION_PAIRS)))
+def test_order_separates_a_pair_but_order_blind_pooling_does_not(pair):
+    n = 40  # clips per class, each from its own seed (not reversals of each other)
+    clips = {
+        k: [render_clip(k, np.random.default_rng([11, k, i]), frames=16, size=32) for i in range(n)]
+        for k in (2 * pair, 2 * pair + 1)
+    }
+    key, sign = _DIRECTION[MOTION_PAIRS[pair].forward]
+    forward = [sign * _order_statistics(c)[key] for c in clips[2 * pair]]
+    backward = [sign * _order_statistics(c)[key] for c in clips[2 * pair + 1]]
+    order_accuracy = (np.mean(np.array(forward) > 0) + np.mean(np.array(backward) < 0)) / 2
+    assert order_accuracy >= 0.95
+
+    # Mean over frames: the order-blind pooling of a frame-wise model. Same distribution for
+    # both classes, so a classifier on it is at chance.
+    pooled = {k: np.stack([c.mean(0).ravel() for c in v]) for k, v in clips.items()}
+    blind_accuracy = _nearest_centroid_accuracy(pooled[2 * pair], pooled[2 * pair + 1])
+    assert 0.25 <= blind_accuracy <= 0.75
+
+
+def test_appearance_classes_fix_shape_and_colour():
+    names = class_names("appearance")
+    for k in range(len(names)):
+        clip = render_clip(k, np.random.default_rng([4, k]), frames=8, size=32, task="appearance")
+        assert _object_colour(clip) == names[k].split("_")[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# The renderer's shapes
+# ----------------------------------------------------------------------------------------------
+
+_AREAS = {  # area in units of circumradius squared
+    "circle": math.pi,
+    "square": 2.0,
+    "triangle": 3 * math.sqrt(3) / 4,
+    "star": 5 * 0.45 * math.sin(math.pi / 5),
+    "cross": 2 * 1.9 * 0.6 - 0.6**2,
+}
+
+
+@pytest.mark.parametrize("shape", range(len(SHAPES)))
+def test_shapes_have_their_area_and_stay_in_their_circle(shape):
+    size, radius = 64, 24.0
+    look = Look(shape=shape, colour=0, rgb=(1.0, 1.0, 1.0), texture=0, texture_period=0.5,
+                texture_angle=0.0)
+    one = np.ones(1)
+    pose = Pose(cx=32 * one, cy=32 * one, radius=radius * one, angle=0 * one, alpha=one)
+    frame = render_frames([look], pose, np.zeros((1, size, size, 3), np.float32), size)[0]
+    cover = frame[..., 0].astype(np.float64) / 255
+    name = SHAPES[shape].name
+    if name in _AREAS:
+        assert cover.sum() == pytest.approx(_AREAS[name] * radius**2, rel=0.03)
+    ys, xs = np.nonzero(cover)
+    assert np.hypot(xs + 0.5 - 32, ys + 0.5 - 32).max() <= radius + 1
+    assert cover.sum() > radius**2  # not empty
+
+
+# ----------------------------------------------------------------------------------------------
+# Files on disk
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    return make_synthetic(root, workers=1, **SMALL)
+
+
+def test_written_set_is_complete_balanced_and_decodes(small_set):
+    root = small_set.root
+    names = (root / "classes.txt").read_text().splitlines()
+    assert names == class_names("motion") == list(small_set.class_names)
+    train, val = _read_list(root / "train.txt"), _read_list(root / "val.txt")
+    assert len(train) == 20 and len(val) == 10
+    assert Counter(label for _, label in train) == {k: 2 for k in range(10)}
+    assert Counter(label for _, label in val) == {k: 1 for k in range(10)}
+    assert len(list((root / "videos").rglob("*.mp4"))) == 30
+    assert not list(root.rglob("*.partial"))
+    for rel, label in train + val:
+        path = root / rel
+        assert not Path(rel).is_absolute() and path.is_file()
+        assert path.parent.name == names[label]
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["complete"] is True and meta["params"]["seed"] == 3
+    assert meta["counts"] == {"train": 20, "val": 10}
+
+    # The file holds the clip of its class: decoded frames match the renderer's, up to H.264.
+    rel, label = train[7]
+    frames = _decode(root / rel)
+    assert frames.shape == (8, 32, 32, 3)
+    with av.open(str(root / rel)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.format.name == "yuv420p"
+    expected = render_clip(label, np.random.default_rng((3, 0, 7)), frames=8, size=32)
+    error = np.abs(frames.astype(int) - expected).mean()  # chroma is halved at 32 px
+    other = render_clip(label, np.random.default_rng((3, 0, 8)), frames=8, size=32)
+    assert error < 6 and np.abs(frames.astype(int) - other).mean() > 3 * error
+
+
+def test_counts_that_do_not_divide_stay_balanced_within_one(tmp_path):
+    info = make_synthetic(tmp_path, **{**SMALL, "num_train": 13, "num_val": 0})
+    counts = Counter(label for _, label in _read_list(info.train_list))
+    assert counts == {k: 2 if k < 3 else 1 for k in range(10)}
+    assert info.val_list.read_text() == ""
+
+
+def test_rerun_on_a_complete_set_rewrites_nothing(small_set):
+    before = _mtimes(small_set.root)
+    again = make_synthetic(small_set.root, workers=1, **SMALL)
+    assert again.reused and not small_set.reused
+    assert _mtimes(small_set.root) == before
+
+
+def test_interrupted_set_is_completed_keeping_finished_videos(tmp_path):
+    make_synthetic(tmp_path, workers=1, **SMALL)
+    # What an interruption leaves: meta not complete, a video missing, the lists not yet there.
+    meta_path = tmp_path / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({"params": meta["params"], "complete": False}))
+    lost = tmp_path / "videos/train/grows/00004.mp4"
+    lost.unlink()
+    (tmp_path / "train.txt").unlink()
+    kept = {p: t for p, t in _mtimes(tmp_path / "videos").items()}
+
+    info = make_synthetic(tmp_path, workers=1, **SMALL)
+    assert not info.reused and lost.is_file() and info.train_list.is_file()
+    assert json.loads(meta_path.read_text())["complete"] is True
+    assert {p: t for p, t in _mtimes(tmp_path / "videos").items() if p != lost} == kept
+
+
+def test_other_parameters_replace_the_set(tmp_path):
+    make_synthetic(tmp_path, workers=1, **SMALL)
+    info = make_synthetic(tmp_path, workers=1, **{**SMALL, "num_train": 10, "seed": 4})
+    assert not info.reused
+    assert len(list((tmp_path / "videos" / "train").rglob("*.mp4"))) == 10  # stale ones gone
+    assert json.loads((tmp_path / "meta.json").read_text())["params"]["seed"] == 4
+
+
+def test_same_seed_gives_the_same_frames_with_any_worker_count(tmp_path, small_set):
+    other = make_synthetic(tmp_path, workers=2, **SMALL)
+    for rel, _ in _read_list(other.val_list)[:4] + _read_list(other.train_list)[-2:]:
+        np.testing.assert_array_equal(_decode(tmp_path / rel), _decode(small_set.root / rel))
+    changed = render_clip(0, np.random.default_rng((4, 0, 0)), frames=8, size=32)
+    assert not np.array_equal(changed, render_clip(0, np.random.default_rng((3, 0, 0)), 8, 32))
+
+
+def test_bad_parameters_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="size must be even"):
+        make_synthetic(tmp_path, **{**SMALL, "size": 33})
+    with pytest.raises(ValueError, match="unknown synthetic task"):
+        make_synthetic(tmp_path, **{**SMALL, "task": "colour"})
+    assert not list(tmp_path.iterdir())  # refused before writing anything
+
+
+def _cli(argv: list[str]) -> int:
+    """Run the sub-command through its own parser: independent of the other sub-commands."""
+    parser = argparse.ArgumentParser(prog="aim-video")
+    make_synthetic_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_writes_then_reuses(tmp_path, capsys):
+    assert "make_synthetic" in COMMANDS
+    argv = ["make-synthetic", str(tmp_path), "--num-train", "10", "--num-val", "10",
+            "--frames", "4", "--size", "16", "--task", "appearance", "--workers", "1",
+            "--no-progress"]
+    assert _cli(argv) == 0
+    out = capsys.readouterr().out
+    assert f"synthetic appearance set written: {tmp_path}" in out
+    assert "10 train + 10 val videos, 4 frames of 16x16" in out
+    assert "red_circle, blue_circle" in out
+    assert _decode(tmp_path / _read_list(tmp_path / "val.txt")[0][0]).shape == (4, 16, 16, 3)
+    assert _cli(argv) == 0
+    assert "already complete, left as is" in capsys.readouterr().out
+    assert _cli(["make-synthetic", str(tmp_path / "odd"), "--size", "31"]) == 2
+    assert "size must be even" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# The image task
+# ----------------------------------------------------------------------------------------------
+
+
+def test_synthetic_images_are_labelled_by_shape_colour_and_texture():
+    images, labels, head_sizes = synthetic_images(300, size=32, seed=5, chunk=128)
+    assert images.dtype == torch.uint8 and images.shape == (300, 3, 32, 32)
+    assert labels.dtype == torch.int64 and labels.shape == (300, 3)
+    assert head_sizes == [len(SHAPES), len(COLOURS), len(synthetic.TEXTURES)]
+    for head, size in enumerate(head_sizes):
+        assert set(labels[:, head].tolist()) == set(range(size))  # every class shows up
+    # The colour label is the colour of the object in the pixels.
+    frames = images.permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
+    hits = [_object_colour(f) == COLOURS[c][0] for f, c in zip(frames, labels[:, 1].tolist())]
+    assert np.mean(hits) >= 0.95
+
+    again = synthetic_images(200, size=32, seed=5)  # other n and chunk: the same images
+    assert torch.equal(again.images, images[:200]) and torch.equal(again.labels, labels[:200])
+    assert not torch.equal(synthetic_images(20, size=32, seed=6).images, images[:20])
+
+
+def test_write_video_refuses_frames_it_cannot_encode(tmp_path):
+    with pytest.raises(ValueError, match=r"odd\.mp4: yuv420p needs even frame sides, got 31x32"):
+        synthetic.write_video(tmp_path / "odd.mp4", np.zeros((2, 32, 31, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"float\.mp4: expected uint8 \(T, H, W, 3\) frames"):
+        synthetic.write_video(tmp_path / "float.mp4", np.zeros((2, 32, 32, 3), np.float32))
+    assert not list(tmp_path.iterdir())
