@@ -3,11 +3,14 @@
 Public API:
     build_model(arch, **aim_fields)  -> AIMViT with a random backbone (load one next)
     AIMConfig, ViTConfig, VARIANTS   -> model descriptions
+    load_pretrained(model, path)     -> load CLIP weights (OpenAI, open_clip, HF, timm), strict
+    load_aim_checkpoint(path)        -> a released AIM checkpoint as a ready model
 """
 
 from __future__ import annotations
 
 from aim_video.model import VARIANTS, AIMConfig, AIMViT, ViTConfig, get_variant
+from aim_video.weights import CheckpointError, LoadReport, load_aim_checkpoint, load_pretrained
 
 __version__ = "0.1.0"
 
@@ -22,4 +25,15 @@ def build_model(arch: str | ViTConfig = "ViT-B/16", **fields) -> AIMViT:
     return AIMViT(AIMConfig(vit=vit, **fields))
 
 
-__all__ = ["VARIANTS", "AIMConfig", "AIMViT", "ViTConfig", "build_model", "__version__"]
+__all__ = [
+    "VARIANTS",
+    "AIMConfig",
+    "AIMViT",
+    "CheckpointError",
+    "LoadReport",
+    "ViTConfig",
+    "__version__",
+    "build_model",
+    "load_aim_checkpoint",
+    "load_pretrained",
+]

@@ -1,0 +1,855 @@
+"""Weights in and out: every foreign checkpoint format mapped to our names, strictly.
+
+Our names are OpenAI CLIP's (`conv1.weight`, `transformer.resblocks.{i}.attn.in_proj_weight`,
+...) plus AIM's (`temporal_embedding`, `...S_Adapter.D_fc1.weight`, ...) and `head`. Each foreign
+format is one `Layout`: a readable table of name swaps, with the foreign names it ignores by
+design. Loading then goes through one strict check (`_load_converted`): every backbone weight
+of the model must be in the file with the right shape, and every key of the file must be used
+or ignored by design; anything else is a `CheckpointError` that lists the keys.
+
+Formats (`FORMATS`):
+    openai     OpenAI CLIP: the published TorchScript archive (`ViT-B-16.pt`) or a plain state
+               dict, keys under `visual.` (the rest of CLIP is ignored) or without a prefix.
+    open_clip  open_clip: the same names under `visual.`; training checkpoints wrap them in
+               `{"state_dict": {"module.visual....": ...}}`.
+    hf         Hugging Face `CLIPVisionModel` / `CLIPModel` (`.safetensors`, `.bin`, or a folder
+               holding one); with the `vision_model.` prefix (Hub files, CLIPModel) or without
+               it (what transformers 5 saves for a CLIPVisionModel).
+    timm       timm's CLIP ViTs (`vit_base_patch16_clip_224.openai`): fused `attn.qkv`.
+    aim        the released AIM checkpoints (MMAction2): `backbone.*` + `cls_head.fc_cls.*`.
+    ours       `AIMViT.state_dict()`.
+
+Safety: `.pt`/`.pth`/`.bin` files are read with `torch.load(weights_only=True)`, which cannot
+run code. A file whose pickle needs more (released MMAction2 checkpoints keep numpy and mmcv
+objects in `meta`) is refused with a `CheckpointError` unless `trust=True`, which unpickles it
+fully: only for files from a trusted source. OpenAI's TorchScript archives are read with
+`torch.jit.load`: TorchScript code runs in the TorchScript interpreter, not through pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import pickle
+import re
+import struct
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aim_video.model.config import AIMConfig, ViTConfig
+from aim_video.model.vit import ADAPTER_NAMES, AIMViT, parameter_group
+
+FORMATS = ("openai", "open_clip", "hf", "timm", "aim", "ours")
+# Formats that hold a whole AIM video model (adapters, temporal embedding, head), not an image one.
+VIDEO_FORMATS = ("aim", "ours")
+# Files inside a folder that a Hugging Face model folder holds, in order of preference.
+HF_FOLDER_FILES = ("model.safetensors", "pytorch_model.bin")
+MAX_LISTED = 20  # keys listed per kind in an error message
+
+
+class CheckpointError(Exception):
+    """A checkpoint file cannot be read, or does not fit the model; the message names the file."""
+
+
+# ============================================================================ reports
+@dataclass
+class LoadReport:
+    """What `load_pretrained` did.
+
+    Attributes:
+        path: the file read.
+        format: its format (one of `FORMATS`).
+        auto: whether the format was detected from the keys rather than given.
+        loaded: our names of the tensors copied into the model.
+        kept_init: model keys not loaded, all new by design (adapters, temporal embedding,
+            head; `ln_post` when the file has none), left as initialised. "New by design" is
+            `parameter_group(name) != "backbone"` (see `aim_video.model.vit`).
+        ignored: file keys not used, by design (text tower, `proj`, ...; the video parts of an
+            AIM file when only the backbone is loaded).
+        resized: notes on embeddings interpolated to the model's grid or frame count.
+    """
+
+    path: str
+    format: str
+    auto: bool
+    loaded: list[str] = field(default_factory=list)
+    kept_init: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        how = "detected" if self.auto else "given"
+        parts = [
+            f"{self.format} ({how}) from {self.path}: {len(self.loaded)} tensors loaded",
+            f"{len(self.kept_init)} new by design kept at init",
+            f"{len(self.ignored)} file keys ignored by design",
+        ]
+        parts += [f"resized {note}" for note in self.resized]
+        return "; ".join(parts)
+
+
+# ============================================================================ name tables
+@cache
+def _template_regex(template: str) -> re.Pattern[str]:
+    """`{i}` -> a block index, `{p}` -> weight|bias, `{rest}` -> anything; the rest literal."""
+    fields = {"i": r"(?P<i>\d+)", "p": r"(?P<p>weight|bias)", "rest": r"(?P<rest>.+)"}
+    pattern = re.escape(template)
+    for name, regex in fields.items():
+        pattern = pattern.replace(re.escape("{" + name + "}"), regex)
+    return re.compile(pattern)
+
+
+def _match(template: str, name: str) -> dict[str, str] | None:
+    found = _template_regex(template).fullmatch(name)
+    return found.groupdict() if found else None
+
+
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+@dataclass(frozen=True)
+class Swap:
+    """One of our names and the foreign name(s) holding the same tensor.
+
+    Templates may contain `{i}` (block index), `{p}` (weight or bias) and `{rest}`. Several
+    foreign names mean our tensor is their concatenation along dim 0 (HF's separate q, k, v
+    versus CLIP's fused `in_proj`); `to_ours`/`to_theirs` reshape where layouts differ.
+    """
+
+    ours: str
+    theirs: tuple[str, ...]
+    to_ours: Callable[[torch.Tensor], torch.Tensor] = _same
+    to_theirs: Callable[[torch.Tensor], torch.Tensor] = _same
+
+    def our_name(self, foreign: str) -> tuple[str, int] | None:
+        """(our name, which part) when `foreign` is one of this swap's names."""
+        for part, template in enumerate(self.theirs):
+            fields = _match(template, foreign)
+            if fields is not None:
+                return self.ours.format(**fields), part
+        return None
+
+    def foreign(self, ours: str, tensor: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """Our tensor under the foreign name(s), split when fused; None if not ours to map."""
+        fields = _match(self.ours, ours)
+        if fields is None:
+            return None
+        parts = self.to_theirs(tensor).chunk(len(self.theirs))
+        return {t.format(**fields): p for t, p in zip(self.theirs, parts, strict=True)}
+
+
+def swap(ours: str, *theirs: str, to_ours=_same, to_theirs=_same) -> Swap:
+    """A table row: `swap(our template, their template(s), reshapes)`."""
+    return Swap(ours, theirs, to_ours, to_theirs)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A foreign format: its name swaps, and the foreign names it ignores by design."""
+
+    swaps: tuple[Swap, ...]
+    ignored: tuple[str, ...] = ()
+
+
+BLOCK = "transformer.resblocks.{i}."
+
+# OpenAI CLIP outside the visual tower (text tower, CLIP-level scalars); open_clip's extras.
+CLIP_NON_VISUAL = (
+    "positional_embedding", "text_projection", "logit_scale", "logit_bias",
+    "token_embedding.{rest}", "transformer.{rest}", "ln_final.{rest}", "text.{rest}",
+    "input_resolution", "context_length", "vocab_size",
+)
+
+
+def _clip_layout(prefix: str) -> Layout:
+    """OpenAI / open_clip: our names are theirs (open_clip keeps OpenAI's), under `prefix`."""
+    ignored = (f"{prefix}proj",)  # the image-text projection; AIM has a classifier instead
+    if prefix:
+        ignored += CLIP_NON_VISUAL
+    return Layout((swap("{rest}", prefix + "{rest}"),), ignored)
+
+
+def _hf_layout(prefix: str) -> Layout:
+    """Hugging Face CLIP vision tower; separate q, k, v projections."""
+    emb = f"{prefix}embeddings."
+    layer = f"{prefix}encoder.layers.{{i}}."
+    attn = layer + "self_attn."
+    return Layout(
+        (
+            swap("class_embedding", emb + "class_embedding"),
+            swap("conv1.weight", emb + "patch_embedding.weight"),
+            swap("positional_embedding", emb + "position_embedding.weight"),
+            swap("ln_pre.{p}", prefix + "pre_layrnorm.{p}"),  # sic
+            swap(BLOCK + "attn.in_proj_{p}", *(attn + f"{x}_proj.{{p}}" for x in "qkv")),
+            swap(BLOCK + "attn.out_proj.{p}", attn + "out_proj.{p}"),
+            swap(BLOCK + "ln_1.{p}", layer + "layer_norm1.{p}"),
+            swap(BLOCK + "mlp.c_fc.{p}", layer + "mlp.fc1.{p}"),
+            swap(BLOCK + "mlp.c_proj.{p}", layer + "mlp.fc2.{p}"),
+            swap(BLOCK + "ln_2.{p}", layer + "layer_norm2.{p}"),
+            swap("ln_post.{p}", prefix + "post_layernorm.{p}"),
+        ),
+        ignored=(
+            emb + "position_ids",  # a buffer of 0..N in older transformers
+            "text_model.{rest}", "visual_projection.weight", "text_projection.weight",
+            "logit_scale",
+        ),
+    )
+
+
+def _batched(t: torch.Tensor) -> torch.Tensor:
+    return t.unsqueeze(0)  # (N+1, D) -> (1, N+1, D)
+
+
+def _unbatched(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(0, -2) if t.ndim == 3 else t  # (1, N+1, D) -> (N+1, D)
+
+
+def _as_token(t: torch.Tensor) -> torch.Tensor:
+    return t.view(1, 1, -1)  # (D,) -> (1, 1, D)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten()  # (1, 1, D) -> (D,)
+
+
+TIMM = Layout(
+    (
+        swap("class_embedding", "cls_token", to_ours=_flat, to_theirs=_as_token),
+        swap("positional_embedding", "pos_embed", to_ours=_unbatched, to_theirs=_batched),
+        swap("conv1.weight", "patch_embed.proj.weight"),
+        swap("ln_pre.{p}", "norm_pre.{p}"),
+        swap(BLOCK + "attn.in_proj_{p}", "blocks.{i}.attn.qkv.{p}"),  # fused q, k, v as CLIP
+        swap(BLOCK + "attn.out_proj.{p}", "blocks.{i}.attn.proj.{p}"),
+        swap(BLOCK + "ln_1.{p}", "blocks.{i}.norm1.{p}"),
+        swap(BLOCK + "mlp.c_fc.{p}", "blocks.{i}.mlp.fc1.{p}"),
+        swap(BLOCK + "mlp.c_proj.{p}", "blocks.{i}.mlp.fc2.{p}"),
+        swap(BLOCK + "ln_2.{p}", "blocks.{i}.norm2.{p}"),
+        swap("ln_post.{p}", "norm.{p}"),
+    ),
+    ignored=("head.{rest}",),  # CLIP's projection (or an ImageNet classifier)
+)
+
+AIM_RELEASE = Layout(
+    (
+        swap("head.{p}", "cls_head.fc_cls.{p}"),
+        swap("{rest}", "backbone.{rest}"),
+    )
+)
+
+OURS = Layout((swap("{rest}", "{rest}"),))
+
+
+def layout_for(format: str, keys: list[str] | None = None) -> Layout:
+    """The name table of `format`; `keys` (a file's) pick the prefix variant, None the usual one."""
+
+    def prefixed(prefix: str) -> str:
+        has = keys is None or any(k.startswith(prefix) for k in keys)
+        return prefix if has else ""
+
+    if format in ("openai", "open_clip"):
+        return _clip_layout(prefixed("visual."))
+    if format == "hf":
+        return _hf_layout(prefixed("vision_model."))
+    tables = {"timm": TIMM, "aim": AIM_RELEASE, "ours": OURS}
+    if format not in tables:
+        raise ValueError(f"unknown checkpoint format {format!r}; known: {', '.join(FORMATS)}")
+    return tables[format]
+
+
+@dataclass
+class Converted:
+    """A file's tensors under our names, plus the file keys ignored or not understood."""
+
+    tensors: dict[str, torch.Tensor]
+    sources: dict[str, str]  # our name -> the file key(s) it came from, for error messages
+    ignored: list[str]
+    unknown: list[str]
+
+
+def to_ours(state: Mapping[str, torch.Tensor], layout: Layout) -> Converted:
+    """Renames a foreign state dict to our names (fusing split tensors)."""
+    tensors: dict[str, torch.Tensor] = {}
+    sources: dict[str, str] = {}
+    ignored: list[str] = []
+    unknown: list[str] = []
+    pieces: dict[str, tuple[Swap, dict[int, str]]] = {}  # fused name -> (swap, part -> key)
+    for key, tensor in state.items():
+        if any(_match(t, key) is not None for t in layout.ignored):
+            ignored.append(key)
+            continue
+        for sw in layout.swaps:
+            hit = sw.our_name(key)
+            if hit is not None:
+                break
+        else:
+            unknown.append(key)
+            continue
+        name, part = hit
+        if len(sw.theirs) == 1:
+            tensors[name], sources[name] = sw.to_ours(tensor), key
+        else:
+            pieces.setdefault(name, (sw, {}))[1][part] = key
+    for name, (sw, keys) in pieces.items():
+        if len(keys) == len(sw.theirs):
+            parts = [keys[i] for i in range(len(keys))]
+            tensors[name] = sw.to_ours(torch.cat([state[k] for k in parts]))
+            sources[name] = "+".join(parts)
+        else:  # an incomplete q/k/v set: report what is there as not understood
+            unknown.extend(keys.values())
+    return Converted(tensors, sources, ignored, unknown)
+
+
+def from_ours(state: Mapping[str, torch.Tensor], layout: Layout) -> dict[str, torch.Tensor]:
+    """Renames our state dict to a foreign layout (splitting fused tensors); copies tensors."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        for sw in layout.swaps:
+            mapped = sw.foreign(name, tensor.detach())
+            if mapped is not None:
+                # clone: a saved slice would otherwise drag its whole fused storage into the file
+                out.update({k: v.clone() for k, v in mapped.items()})
+                break
+        else:
+            raise ValueError(f"{name} has no counterpart in this format")
+    return out
+
+
+# ============================================================================ reading files
+@dataclass
+class RawCheckpoint:
+    """A file's state dict and what its container said about its origin."""
+
+    path: Path
+    state: dict[str, torch.Tensor]
+    torchscript: bool = False  # an OpenAI-style TorchScript archive
+    training_wrapper: bool = False  # {"state_dict": ...} and/or `module.` prefixes
+
+
+def _is_safetensors(path: Path) -> bool:
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header.
+    return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < 1 << 30
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives hold `code/` and `constants.pkl`; torch.save zips do not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in n or n.endswith("constants.pkl") for n in archive.namelist())
+
+
+def _first_line(err: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # drop terminal colour codes
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else '(no message)'}"
+
+
+def _unpickler_reason(err: BaseException) -> str:
+    """The line of torch's weights-only refusal that says what the pickle needs."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    found = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    reason = found.group(1) if found else text.strip().splitlines()[0]
+    return reason.split(" Please use")[0]
+
+
+def _torch_load(path: Path, trust: bool) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise CheckpointError(f"{path}: not a checkpoint ({_first_line(err)})") from err
+        raise CheckpointError(
+            f"{path}: this file holds more than tensors, so the safe loader "
+            f"(torch.load weights_only=True) refused it: {_unpickler_reason(err)}. Released "
+            "MMAction2 / AIM checkpoints keep numpy or mmcv objects in 'meta'. If the file comes "
+            "from a source you trust, load it with full pickle: trust=True (CLI: "
+            "--trust-checkpoint). Unpickling an untrusted file can run arbitrary code."
+        ) from err
+    except Exception as err:  # noqa: BLE001 - torch raises many types for damaged files
+        raise CheckpointError(
+            f"{path}: cannot be read: truncated, corrupt or not a PyTorch checkpoint "
+            f"({_first_line(err)})"
+        ) from err
+
+
+def _state_dict_of(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], bool]:
+    """The tensors of a loaded object: a state dict, a wrapper around one, or a module."""
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+    wrapped = False
+    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        # Training checkpoints: the weights sit beside `meta`, `optimizer`, `epoch`, ...
+        for key in ("state_dict", "model", "module"):
+            if isinstance(obj.get(key), Mapping):
+                obj, wrapped = obj[key], True
+                break
+    odd = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if odd:
+        raise CheckpointError(
+            f"{path}: no state dict found; these entries are not tensors: {_listed(odd)}"
+        )
+    state = {str(k): v for k, v in obj.items()}
+    if state and all(k.startswith("module.") for k in state):  # saved from DDP
+        state = {k[len("module."):]: v for k, v in state.items()}
+        wrapped = True
+    return state, wrapped
+
+
+def _read_safetensors(path: Path) -> RawCheckpoint:
+    from safetensors.torch import load_file
+
+    try:
+        return RawCheckpoint(path, load_file(path, device="cpu"))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        reason = _first_line(err)
+        raise CheckpointError(f"{path}: not a readable safetensors file ({reason})") from err
+
+
+def _read_torchscript(path: Path) -> RawCheckpoint:
+    try:
+        with warnings.catch_warnings():
+            # TorchScript is deprecated, but OpenAI's archives exist only in that form.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            module = torch.jit.load(path, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - as for torch.load
+        reason = _first_line(err)
+        raise CheckpointError(f"{path}: unreadable TorchScript archive ({reason})") from err
+    return RawCheckpoint(path, dict(module.state_dict()), torchscript=True)
+
+
+def read_checkpoint(path: str | Path, trust: bool = False) -> RawCheckpoint:
+    """Reads any supported file (or Hugging Face model folder) into a state dict on the CPU.
+
+    Raises:
+        CheckpointError: missing, empty, truncated or unreadable file; a pickle that needs more
+            than the safe loader allows while `trust` is False.
+    """
+    path = Path(path)
+    if path.is_dir():
+        inside = [path / name for name in HF_FOLDER_FILES if (path / name).is_file()]
+        if not inside:
+            raise CheckpointError(f"{path}: a folder without {' or '.join(HF_FOLDER_FILES)}")
+        path = inside[0]
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty")
+    if _is_safetensors(path):
+        return _read_safetensors(path)
+    if _is_torchscript(path):
+        return _read_torchscript(path)
+    state, wrapped = _state_dict_of(_torch_load(path, trust), path)
+    return RawCheckpoint(path, state, training_wrapper=wrapped)
+
+
+# ============================================================================ detection
+def detect_format(raw: RawCheckpoint) -> str:
+    """Tells the format from the container and the key names.
+
+    OpenAI and open_clip share their names; a bare `visual.` state dict is reported as `openai`,
+    one inside a training wrapper (or with open_clip-only keys) as `open_clip`.
+    """
+    keys = list(raw.state)
+
+    def has(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in keys)
+
+    if raw.torchscript:
+        return "openai"
+    if has("backbone."):
+        return "aim"
+    if has("vision_model.") or "embeddings.patch_embedding.weight" in keys:
+        return "hf"
+    if "cls_token" in keys or has("blocks.") or has("patch_embed."):
+        return "timm"
+    if has("visual."):
+        return "open_clip" if raw.training_wrapper or "logit_bias" in keys else "openai"
+    if "conv1.weight" in keys:
+        video = has("head.") or "temporal_embedding" in keys or any(
+            f".{name}." in k for k in keys for name in ADAPTER_NAMES
+        )
+        return "ours" if video else "openai"
+    raise CheckpointError(
+        f"{raw.path}: cannot tell the checkpoint format from its keys (first: "
+        f"{_listed(keys, 5)}); pass format= one of {', '.join(FORMATS)}"
+    )
+
+
+# ============================================================================ resizing
+def resize_positional_embedding(
+    pos: torch.Tensor, new_grid: int | tuple[int, int]
+) -> torch.Tensor:
+    """Bicubic resize of a square patch grid's positional embedding; the CLS row is kept.
+
+    Args:
+        pos: (N+1, D), CLS first, then the patches row-major.
+        new_grid: patches per side (or (rows, cols)) of the target.
+
+    Returns:
+        (rows·cols + 1, D) in `pos`'s dtype.
+    """
+    rows, cols = (new_grid, new_grid) if isinstance(new_grid, int) else new_grid
+    cls, patches = pos[:1], pos[1:]
+    old = math.isqrt(patches.shape[0])
+    if old * old != patches.shape[0]:
+        raise ValueError(f"a positional embedding of {patches.shape[0]} patches is not square")
+    if (old, old) == (rows, cols):
+        return pos
+    width = pos.shape[1]
+    # (N, D) -> (1, D, old, old): interpolate in float32 for fp16 checkpoints
+    grid = patches.float().reshape(old, old, width).permute(2, 0, 1).unsqueeze(0)
+    # antialias: when shrinking, average instead of sampling (as timm does)
+    grid = F.interpolate(
+        grid, size=(rows, cols), mode="bicubic", align_corners=False, antialias=True
+    )
+    # (1, D, rows, cols) -> (rows·cols, D)
+    patches = grid.squeeze(0).permute(1, 2, 0).reshape(rows * cols, width)
+    return torch.cat([cls, patches.to(pos.dtype)])
+
+
+def resize_temporal_embedding(te: torch.Tensor, new_frames: int) -> torch.Tensor:
+    """Linear interpolation of a (1, T, D) temporal embedding to (1, new_frames, D).
+
+    Frames are treated as equal cells of the clip (align_corners=False), so 8 -> 16 frames
+    spreads the same time span over twice the frames; a constant embedding stays constant.
+    """
+    if te.shape[1] == new_frames:
+        return te
+    # (1, T, D) -> (1, D, T) for interpolate, and back
+    out = F.interpolate(
+        te.float().transpose(1, 2), size=new_frames, mode="linear", align_corners=False
+    )
+    return out.transpose(1, 2).to(te.dtype)
+
+
+def _grid_of(pos: torch.Tensor) -> int | None:
+    side = math.isqrt(pos.shape[0] - 1)
+    return side if side * side == pos.shape[0] - 1 else None
+
+
+def _resize_to_model(
+    tensors: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> list[str]:
+    """Interpolates positional / temporal embeddings whose length differs from the model's."""
+    notes = []
+    pos, want = tensors.get("positional_embedding"), expected["positional_embedding"]
+    if pos is not None and pos.ndim == 2 and pos.shape[1] == want.shape[1]:
+        old, new = _grid_of(pos), _grid_of(want)
+        if old is not None and new is not None and old != new:
+            tensors["positional_embedding"] = resize_positional_embedding(pos, new)
+            notes.append(f"positional_embedding: grid {old}x{old} -> {new}x{new} (bicubic)")
+    te, want = tensors.get("temporal_embedding"), expected.get("temporal_embedding")
+    if te is not None and want is not None and te.ndim == 3 and te.shape[2] == want.shape[2]:
+        if te.shape[1] != want.shape[1]:
+            tensors["temporal_embedding"] = resize_temporal_embedding(te, want.shape[1])
+            notes.append(f"temporal_embedding: {te.shape[1]} -> {want.shape[1]} frames (linear)")
+    return notes
+
+
+# ============================================================================ strict loading
+def _listed(keys: list[str], limit: int = MAX_LISTED) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _named(ours: str, source: str) -> str:
+    return ours if ours == source else f"{ours} (file: {source})"
+
+
+def _is_image_part(name: str) -> bool:
+    """Weights an image model has: the frozen backbone and `ln_post`."""
+    return parameter_group(name) == "backbone" or name.startswith("ln_post.")
+
+
+def _misfit(
+    model: AIMViT, tensors: Mapping[str, torch.Tensor], converted: Converted, full: bool
+) -> dict[str, list[str]]:
+    """Missing, unexpected and wrong-shaped keys of `tensors` against the model."""
+    expected = model.state_dict()
+    # ln_post may be absent (an image model without one); the video parts too, unless `full`.
+    required = [k for k in expected if full or parameter_group(k) == "backbone"]
+    # Keys the model lacks are named as the file names them.
+    unexpected = [converted.sources[k] for k in tensors if k not in expected]
+    return {
+        "missing": [k for k in required if k not in tensors],
+        "unexpected": converted.unknown + unexpected,
+        "wrong shape": [
+            f"{_named(k, converted.sources[k])} {tuple(v.shape)} != model "
+            f"{tuple(expected[k].shape)}"
+            for k, v in tensors.items()
+            if k in expected and v.shape != expected[k].shape
+        ],
+    }
+
+
+def _load_converted(
+    model: AIMViT, converted: Converted, path: Path, fmt: str, auto: bool, full: bool
+) -> LoadReport:
+    """The one strict check, then the copy. See `load_pretrained` for the rules."""
+    tensors = dict(converted.tensors)
+    report = LoadReport(str(path), fmt, auto, ignored=list(converted.ignored))
+    if not full:
+        video = [k for k in tensors if not _is_image_part(k)]
+        report.ignored += video  # the adapters / head of a video model: see load_aim_checkpoint
+        for k in video:
+            del tensors[k]
+    report.resized = _resize_to_model(tensors, model.state_dict())
+
+    misfit = {k: keys for k, keys in _misfit(model, tensors, converted, full).items() if keys}
+    if misfit:
+        vit = model.cfg.vit
+        lines = [
+            f"{path}: the {fmt} checkpoint does not fit the model (width {vit.width}, "
+            f"{vit.layers} layers, {vit.image_size} px / patch {vit.patch_size}):"
+        ]
+        lines += [f"  {label} ({len(keys)}): {_listed(keys)}" for label, keys in misfit.items()]
+        raise CheckpointError("\n".join(lines))
+
+    # Checked above: what the file lacks is new by design and keeps the model's own values.
+    model.load_state_dict({**model.state_dict(), **tensors}, strict=True)
+    model.backbone_source = f"{fmt}:{path}"
+    report.loaded = list(tensors)
+    report.kept_init = [k for k in model.state_dict() if k not in tensors]
+    return report
+
+
+def load_pretrained(
+    model: AIMViT,
+    path: str | Path,
+    format: str = "auto",
+    trust: bool = False,
+    *,
+    full: bool = False,
+) -> LoadReport:
+    """Loads image-backbone weights (any of `FORMATS`) into `model`, strictly.
+
+    Every backbone weight of the model must be in the file with the model's shape (a different
+    patch grid is interpolated first, and reported); every file key must be used or be one of
+    the format's keys ignored by design (text tower, `proj`, ...). `ln_post` is loaded when the
+    file has it. The parts AIM adds (adapters, temporal embedding, head) keep their
+    initialisation; from an `aim`/`ours` file they are ignored unless `full`.
+
+    Args:
+        model: the model to fill in place.
+        path: the checkpoint file (or a Hugging Face model folder).
+        format: one of `FORMATS`, or "auto" to detect it from the keys.
+        trust: unpickle files that the safe loader refuses (trusted sources only).
+        full: load the whole video model from an `aim`/`ours` file: then every model key must be
+            in it (a different frame count is interpolated).
+
+    Returns:
+        What was loaded, kept, ignored and resized. Also sets `model.backbone_source`.
+
+    Raises:
+        CheckpointError: unreadable file, or keys that do not fit (the message lists them).
+    """
+    raw = read_checkpoint(path, trust)
+    auto = format == "auto"
+    fmt = detect_format(raw) if auto else format
+    converted = to_ours(raw.state, layout_for(fmt, list(raw.state)))
+    try:
+        return _load_converted(model, converted, raw.path, fmt, auto, full)
+    except CheckpointError as err:
+        if not auto:
+            err.args = (err.args[0] + _detection_hint(raw, fmt),)
+        raise
+
+
+def _detection_hint(raw: RawCheckpoint, given: str) -> str:
+    try:
+        detected = detect_format(raw)
+    except CheckpointError:
+        return ""
+    if detected == given:
+        return ""
+    return f"\n  (format {given!r} was given; the keys look like {detected!r})"
+
+
+# ============================================================================ AIM checkpoints
+def _blocks_spec(adapted: list[bool], vit: ViTConfig) -> str:
+    """The `adapter_blocks` value whose pattern is `adapted` (the first that fits, in a few
+    layers several do: 2 blocks, "top:1" == "every_other")."""
+    n = len(adapted)
+    ends = [f"{where}:{k}" for k in range(n + 1) for where in ("top", "bottom")]
+    specs = ["all", *ends, "every_other"]
+    for spec in specs:
+        if AIMConfig(vit=vit, adapter_blocks=spec).adapted_blocks() == adapted:
+            return spec
+    raise ValueError(f"adapters sit in blocks {[i for i, a in enumerate(adapted) if a]}")
+
+
+def _infer_vit(tensors: Mapping[str, torch.Tensor], heads: int | None) -> ViTConfig:
+    """The image backbone's architecture from its tensors' shapes."""
+    needed = ["class_embedding", "conv1.weight", "positional_embedding", "head.weight",
+              BLOCK.format(i=0) + "mlp.c_fc.weight"]
+    absent = [k for k in needed if k not in tensors]
+    if absent:
+        raise ValueError(f"no {', '.join(absent)}, so the architecture cannot be told")
+    width = tensors["class_embedding"].shape[0]
+    patch = tensors["conv1.weight"].shape[-1]
+    grid = _grid_of(tensors["positional_embedding"])
+    if grid is None:
+        raise ValueError("positional_embedding is not a square patch grid plus CLS")
+    block = re.compile(r"transformer\.resblocks\.(\d+)\.")
+    layers = 1 + max(int(m.group(1)) for k in tensors if (m := block.match(k)))
+    return ViTConfig(
+        width=width,
+        layers=layers,
+        heads=heads or max(width // 64, 1),
+        patch_size=patch,
+        image_size=grid * patch,
+        mlp_ratio=tensors[BLOCK.format(i=0) + "mlp.c_fc.weight"].shape[0] / width,
+    )
+
+
+def infer_config(
+    tensors: Mapping[str, torch.Tensor],
+    adapter_scale: float = 0.5,
+    num_frames: int | None = None,
+    heads: int | None = None,
+) -> AIMConfig:
+    """The `AIMConfig` of a whole AIM model, from its tensors' names and shapes (our names).
+
+    Args:
+        tensors: the model's state dict.
+        adapter_scale: s (not stored in checkpoints).
+        num_frames: frame count of the model to build; None keeps the file's.
+        heads: attention heads; None -> width // 64 as in CLIP (head count is not stored).
+
+    Raises:
+        ValueError: a tensor needed to tell the architecture is missing, or adapters are placed
+            in a pattern `adapter_blocks` cannot express.
+    """
+    vit = _infer_vit(tensors, heads)
+    # The adapter kinds each block holds, and the first adapter's fc1 (for the bottleneck).
+    kinds = [
+        [a for a in ADAPTER_NAMES if f"{BLOCK.format(i=i)}{a}.D_fc1.weight" in tensors]
+        for i in range(vit.layers)
+    ]
+    present = {a for block in kinds for a in block}
+    fc1 = [tensors[f"{BLOCK.format(i=i)}{a}.D_fc1.weight"] for i, b in enumerate(kinds) for a in b]
+    te = tensors.get("temporal_embedding")
+    return AIMConfig(
+        vit=vit,
+        num_frames=num_frames or (te.shape[1] if te is not None else AIMConfig.num_frames),
+        num_classes=tensors["head.weight"].shape[0],
+        spatial="S_Adapter" in present,
+        temporal="T_Adapter" in present,
+        joint="MLP_Adapter" in present,
+        temporal_in="T_Adapter_in" in present,
+        temporal_embedding=te is not None,
+        adapter_blocks=_blocks_spec([bool(k) for k in kinds], vit) if present else "all",
+        bottleneck_ratio=fc1[0].shape[0] / vit.width if fc1 else AIMConfig.bottleneck_ratio,
+        scale=adapter_scale,
+    )
+
+
+def load_aim_checkpoint(
+    path: str | Path,
+    adapter_scale: float = 0.5,
+    num_frames: int | None = None,
+    trust: bool = False,
+    *,
+    heads: int | None = None,
+) -> AIMViT:
+    """Builds the model a whole-AIM checkpoint (released MMAction2 file, or ours) describes.
+
+    The architecture is read off the tensors (see `infer_config`); everything, adapters and
+    head included, is then loaded strictly. The result has the AIM trainable set and is in
+    eval mode.
+
+    Args:
+        path: the checkpoint (released AIM files need `trust=True`: their `meta` is pickled).
+        adapter_scale: s, which the file does not store (0.5 Kinetics/Diving-48, 1.0 SSv2).
+        num_frames: build for this many frames, interpolating the temporal embedding.
+        trust: unpickle files that the safe loader refuses (trusted sources only).
+        heads: attention heads if not width // 64.
+
+    Raises:
+        CheckpointError: unreadable file, an image-only checkpoint, or keys that do not fit.
+    """
+    raw = read_checkpoint(path, trust)
+    fmt = detect_format(raw)
+    if fmt not in VIDEO_FORMATS:
+        raise CheckpointError(
+            f"{raw.path}: a {fmt} image checkpoint, not an AIM video model; build a model and "
+            "use load_pretrained for image weights"
+        )
+    converted = to_ours(raw.state, layout_for(fmt, list(raw.state)))
+    try:
+        cfg = infer_config(converted.tensors, adapter_scale, num_frames, heads)
+    except ValueError as err:
+        raise CheckpointError(f"{raw.path}: {err}") from err
+    # Built on the meta device and then given uninitialised memory: the full strict load below
+    # overwrites every state_dict entry (AIMViT has no other buffers), and a random init of
+    # ViT-B would cost seconds of CPU for nothing.
+    with torch.device("meta"):
+        model = AIMViT(cfg)
+    model = model.to_empty(device="cpu")
+    _load_converted(model, converted, raw.path, fmt, auto=True, full=True)
+    model.freeze()
+    return model.eval()
+
+
+# ============================================================================ writing, identity
+def export_state_dict(model: AIMViT, format: str) -> dict[str, torch.Tensor]:
+    """The model's weights in a foreign layout (tensors are copies).
+
+    Image formats (`openai`, `open_clip`, `hf`, `timm`) get the image model: backbone and
+    `ln_post` (no CLIP `proj`: AIM has none). `aim` and `ours` get the whole model. `hf` uses the
+    published `vision_model.` names, which every transformers version loads.
+    """
+    state = model.state_dict()
+    if format not in VIDEO_FORMATS:
+        state = {k: v for k, v in state.items() if _is_image_part(k)}
+    return from_ours(state, layout_for(format))
+
+
+def save_state_dict(model: AIMViT, path: str | Path, format: str = "openai") -> Path:
+    """Writes `export_state_dict(model, format)`: safetensors for a `.safetensors` path, else
+    `torch.save` (an `aim` file as the release wraps it, under `state_dict`).
+
+    The file loads back through `load_pretrained` (or `load_aim_checkpoint` for `aim`/`ours`).
+    """
+    path = Path(path)
+    state = export_state_dict(model, format)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, path, metadata={"format": "pt"})
+    else:
+        torch.save({"state_dict": state} if format == "aim" else state, path)
+    return path
+
+
+def backbone_fingerprint(model: nn.Module) -> str:
+    """A short stable hash of the frozen backbone: names, shapes and float32 bytes, sorted.
+
+    Covers the parameters AIM keeps frozen (`parameter_group == "backbone"`), so training the
+    adapters, temporal embedding, `ln_post` or head never changes it. Independent of device.
+
+    Returns:
+        The first 16 hex digits of a SHA-256.
+    """
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+        if parameter_group(name) != "backbone":
+            continue
+        values = param.detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}{tuple(values.shape)}".encode())
+        digest.update(values.numpy().data)
+    return digest.hexdigest()[:16]
