@@ -1,0 +1,53 @@
+"""`aim-video check-data`: list the entries of an annotation file that cannot be decoded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from aim_video.data.annotations import FORMATS, AnnotationError, load_annotations
+from aim_video.data.check import scan
+from aim_video.data.decode import BACKENDS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "check-data",
+        help="find unreadable videos in a data set",
+        description="Open every entry of an annotation file and decode its first and last "
+        "frames. Prints the unreadable ones with reasons and a summary; exits 1 if any.",
+    )
+    p.add_argument("annotation", help="annotation file (or folder for 'folder' / 'hmdb51')")
+    p.add_argument("--root", default=None, help="prefix for relative video paths")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="default: by the file")
+    p.add_argument("--class-names", default=None, help="class names file, if the format needs one")
+    p.add_argument("--backend", default="pyav", choices=BACKENDS)
+    p.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame folders' file names")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        annotations = load_annotations(
+            args.annotation, args.format, root=args.root, class_names=args.class_names
+        )
+    except (AnnotationError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = scan(
+        annotations,
+        backend=args.backend,
+        workers=args.workers,
+        progress=sys.stderr.isatty(),
+        frame_template=args.frame_template,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        for entry in report.bad:
+            print(f"{entry.path}: {entry.reason}")
+        print(f"{report.total} entries: {report.good} readable, {len(report.bad)} unreadable")
+    return 1 if report.bad else 0

@@ -1,0 +1,364 @@
+"""The video dataset: annotation records -> decoded, sampled, augmented clips.
+
+One item is one video. Its frames are decoded once (all clips' frames in one reader
+call), split into clips, and transformed:
+
+* train: `(C, T, H, W)`, or `(K, C, T, H, W)` with `repeated_aug = K > 1` (K clips of the
+  same video, each with its own frames and augmentation; an epoch still visits each video
+  once, so it sees K clips per video and the loader's batch holds K times as many clips).
+  `label` is the label after augmentation (a flip with `flip_label_map` may change it); with
+  K > 1 it is the video's label and `clip_labels` (K,) holds each clip's own;
+* test: `(V, C, T, H, W)`, the `V = test_clips * test_crops` views of the video, clip-major
+  (clip 0 crop 0, clip 0 crop 1, ...).
+
+Randomness comes only from `(cfg.seed, epoch, index)`, never from global state or the
+worker, so a resumed run, a different worker count or a re-run draws the same samples.
+
+Bad files. Decoding fails on missing, empty, truncated or corrupt videos. In training such
+an item is replaced by another index (drawn from the same seeded generator, so the
+replacement is reproducible too; the item's `index` is then the replacement's), reported
+in `skipped` as `(path, reason)` and logged
+once per file per process; after `MAX_CONSECUTIVE_FAILURES` bad draws in a row the item
+raises. In testing an item is never replaced: it comes back with `ok=False`, a zero video of
+the right shape and the reason in `skipped`, so the evaluator can count it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from aim_video.data.annotations import Annotations, VideoRecord, load_annotations
+from aim_video.data.decode import VideoDecodeError, open_video
+from aim_video.data.sampling import DenseSampling, Sampling, UniformSampling
+from aim_video.data.transforms import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ColorJitter,
+    EvalTransform,
+    Normalize,
+    RandAugment,
+    RandomErasing,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    TrainTransform,
+)
+
+logger = logging.getLogger(__name__)
+
+# A training item gives up after this many unreadable videos in a row: by then the data set
+# (or its root path) is wrong, not a few files.
+MAX_CONSECUTIVE_FAILURES = 50
+
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "clip": (CLIP_MEAN, CLIP_STD),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+}
+
+Mode = Literal["train", "test"]
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how clips are sampled, augmented and loaded."""
+
+    format: str = "auto"  # annotation format, see `load_annotations`; "auto" guesses it
+    train: str | None = None  # training annotation file
+    val: str | None = None  # validation annotation file (evaluated during training)
+    test: str | None = None  # test annotation file
+    root: str | None = None  # folder that relative video paths are relative to
+    class_names: str | list[str] | None = None  # class names, or a file of them, one a line
+    backend: str = "pyav"  # video decoder: "pyav", "decord" or "frames" (image folders)
+    frame_template: str = "img_{:05d}.jpg"  # file names inside frame folders
+    sampling: str = "dense"  # "dense" (frames `frame_interval` apart) or "uniform" (TSN)
+    num_frames: int = 8  # frames per clip (T)
+    frame_interval: int = 16  # distance between sampled frames, dense sampling only
+    test_clips: int = 3  # clips per video at test time
+    test_crops: int = 1  # crops per clip at test time: 1 centre, 3 along the long side
+    input_size: int = 224  # side of the square frames fed to the model
+    short_side: int = 256  # training: short side before the random crop
+    test_short_side: int | None = None  # test: short side before cropping; None: input_size
+    resize_in_decoder: bool = True  # scale frames while decoding (much faster than after)
+    area_range: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop relative area
+    ratio_range: tuple[float, float] = (0.75, 1.3333333)  # RandomResizedCrop aspect (w/h)
+    flip: float = 0.5  # horizontal flip probability (0 for direction-sensitive labels)
+    flip_label_map: dict[int, int] | None = None  # label of a flipped clip, e.g. SSv2 pairs
+    randaugment_n: int = 0  # RandAugment ops per clip; 0: off (SSv2 recipe: 4)
+    randaugment_m: float = 0  # RandAugment magnitude, 0-10 (SSv2 recipe: 7)
+    random_erasing: float = 0.0  # random erasing probability (SSv2 recipe: 0.25)
+    color_jitter: float = 0.0  # brightness/contrast/saturation strength; hue = this / 5
+    normalize: str = "clip"  # mean/std: "clip" (CLIP models) or "imagenet"
+    num_workers: int = 4  # data loader worker processes per GPU
+    repeated_aug: int = 1  # clips drawn from each decoded training video (K)
+    seed: int = 0  # base of every random draw: (seed, epoch, index) fixes a sample
+
+    def __post_init__(self) -> None:
+        # YAML gives lists and string keys; normalise so equal configs compare equal.
+        self.area_range = (float(self.area_range[0]), float(self.area_range[1]))
+        self.ratio_range = (float(self.ratio_range[0]), float(self.ratio_range[1]))
+        if self.flip_label_map is not None:
+            self.flip_label_map = {int(k): int(v) for k, v in self.flip_label_map.items()}
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field with an impossible value."""
+        if self.sampling not in ("dense", "uniform"):
+            raise ValueError(f"data.sampling must be 'dense' or 'uniform', got {self.sampling!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(
+                f"data.normalize must be one of {sorted(NORMALIZATIONS)}, got {self.normalize!r}"
+            )
+        if self.test_crops not in (1, 3):
+            raise ValueError(f"data.test_crops must be 1 or 3, got {self.test_crops}")
+        for name in ("num_frames", "frame_interval", "test_clips", "input_size", "repeated_aug"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.short_side < self.input_size:
+            raise ValueError(
+                f"data.short_side ({self.short_side}) must be >= data.input_size "
+                f"({self.input_size})"
+            )
+        if self.test_short_side is not None and self.test_short_side < self.input_size:
+            raise ValueError(
+                f"data.test_short_side ({self.test_short_side}) must be >= data.input_size "
+                f"({self.input_size})"
+            )
+        for name in ("flip", "random_erasing"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"data.{name} must be a probability, got {getattr(self, name)}")
+
+
+def build_sampling(cfg: DataConfig) -> Sampling:
+    """The frame sampling policy `cfg` describes."""
+    if cfg.sampling == "uniform":
+        return UniformSampling(cfg.num_frames)
+    return DenseSampling(cfg.num_frames, cfg.frame_interval)
+
+
+def build_train_transform(cfg: DataConfig) -> TrainTransform:
+    """The training augmentation pipeline `cfg` describes."""
+    mean, std = NORMALIZATIONS[cfg.normalize]
+    jitter = cfg.color_jitter
+    return TrainTransform(
+        short_side=cfg.short_side,
+        crop=RandomResizedCrop(cfg.input_size, cfg.area_range, cfg.ratio_range),
+        flip=RandomHorizontalFlip(cfg.flip, cfg.flip_label_map),
+        randaugment=RandAugment(cfg.randaugment_n, cfg.randaugment_m)
+        if cfg.randaugment_n > 0
+        else None,
+        # hue = strength / 5: 0.5 gives MMAction2's ColorJitter defaults (0.5, 0.5, 0.5, 0.1).
+        jitter=ColorJitter(jitter, jitter, jitter, jitter / 5) if jitter > 0 else None,
+        normalize=Normalize(mean, std),
+        erasing=RandomErasing(cfg.random_erasing) if cfg.random_erasing > 0 else None,
+    )
+
+
+def build_eval_transform(cfg: DataConfig) -> EvalTransform:
+    """The test-time pipeline `cfg` describes: resize, centre or three crops, normalise."""
+    mean, std = NORMALIZATIONS[cfg.normalize]
+    return EvalTransform(
+        size=cfg.input_size,
+        short_side=cfg.test_short_side or cfg.input_size,
+        num_crops=cfg.test_crops,
+        normalize=Normalize(mean, std),
+    )
+
+
+# Files already warned about in this process: a bad file is drawn again every epoch.
+_warned_paths: set[str] = set()
+
+
+def _warn_once(path: str, reason: str) -> None:
+    if path not in _warned_paths:
+        _warned_paths.add(path)
+        logger.warning("skipping unreadable video %s: %s", path, reason)
+
+
+class VideoDataset(Dataset):
+    """Clips of the videos listed in `annotations` (see the module docstring).
+
+    Args:
+        annotations: the videos and their labels.
+        cfg: sampling, augmentation and decoding settings.
+        mode: "train" (random clips, bad files replaced) or "test" (all views, bad files
+            flagged).
+    """
+
+    def __init__(self, annotations: Annotations, cfg: DataConfig, mode: Mode = "train") -> None:
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        cfg.validate()
+        self.records: list[VideoRecord] = list(annotations.records)
+        self.class_names: list[str] = list(annotations.class_names)
+        self.cfg = cfg
+        self.mode = mode
+        self.sampling = build_sampling(cfg)
+        self.train_transform = build_train_transform(cfg)
+        self.eval_transform = build_eval_transform(cfg)
+        # In shared memory so that `set_epoch` also reaches persistent loader workers.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch that seeds the random draws."""
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the samples of `epoch`: call before iterating over each epoch."""
+        self._epoch.fill_(epoch)
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The generator of item `index` in the current epoch."""
+        return np.random.default_rng([self.cfg.seed, self.epoch, index])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"index {index} out of range for {len(self.records)} videos")
+        if self.mode == "train":
+            return self._train_item(index)
+        return self._test_item(index)
+
+    def _train_item(self, index: int) -> dict[str, Any]:
+        rng = self.rng(index)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+        num_clips = self.cfg.repeated_aug
+        skipped: list[tuple[str, str]] = []
+        requested = index
+        for _ in range(MAX_CONSECUTIVE_FAILURES):
+            record = self.records[index]
+            try:
+                clips = self._decode(
+                    record,
+                    lambda n: np.stack([self.sampling.train(n, rng) for _ in range(num_clips)]),
+                    self.cfg.short_side,
+                )
+            except VideoDecodeError as err:
+                _warn_once(err.path, err.reason)
+                skipped.append((record.path, err.reason))
+                index = int(rng.integers(len(self.records)))
+                continue
+            item = self._augment(clips, record.label, generator)
+            return item | {"index": index, "ok": True, "skipped": skipped}
+        last_path, last_reason = skipped[-1]
+        raise RuntimeError(
+            f"too many unreadable videos ({MAX_CONSECUTIVE_FAILURES} in a row, drawing for "
+            f"item {requested}), last: {last_path}: {last_reason}"
+        )
+
+    def _augment(
+        self, clips: Tensor, label: int, generator: torch.Generator
+    ) -> dict[str, Any]:
+        """`video` and `label` of a training item from uint8 clips (K, T, H, W, 3)."""
+        videos, labels = zip(*(self.train_transform(clip, label, generator) for clip in clips))
+        if len(videos) == 1:
+            # The label after augmentation: a flip with a label map may change it.
+            return {"video": videos[0], "label": labels[0]}  # video (C, T, H, W)
+        return {
+            "video": torch.stack(videos),  # (K, C, T, H, W)
+            "label": label,
+            "clip_labels": torch.tensor(labels, dtype=torch.int64),  # (K,)
+        }
+
+    def _test_item(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        cfg = self.cfg
+        item: dict[str, Any] = {"label": record.label, "index": index}
+        try:
+            clips = self._decode(
+                record,
+                lambda n: self.sampling.test(n, cfg.test_clips),
+                self.eval_transform.short_side,
+            )
+        except VideoDecodeError as err:
+            _warn_once(err.path, err.reason)
+            num_views = cfg.test_clips * cfg.test_crops
+            size = cfg.input_size
+            item["video"] = torch.zeros(num_views, 3, self.sampling.clip_len, size, size)
+            return item | {"ok": False, "skipped": [(record.path, err.reason)]}
+        views = self.eval_transform(clips)  # (clips, crops, C, T, S, S)
+        item["video"] = views.flatten(0, 1)  # (clips * crops, C, T, S, S), clip-major
+        return item | {"ok": True, "skipped": []}
+
+    def _decode(
+        self,
+        record: VideoRecord,
+        pick: Callable[[int], np.ndarray],
+        short_side: int,
+    ) -> Tensor:
+        """Decode the frames `pick(num_frames)` chooses, all clips in one reader call.
+
+        Args:
+            record: the video.
+            pick: maps the video's frame count to indices of shape (clips, clip_len).
+            short_side: short side to decode to, when `cfg.resize_in_decoder`.
+
+        Returns:
+            uint8 (clips, clip_len, H, W, 3).
+
+        Raises:
+            VideoDecodeError: for any failure to open or read the video, whatever raised it.
+        """
+        cfg = self.cfg
+        try:
+            with open_video(record.path, cfg.backend, cfg.frame_template) as reader:
+                if reader.num_frames < 1:
+                    raise VideoDecodeError(record.path, "no frames")
+                indices = pick(reader.num_frames)  # (clips, clip_len)
+                frames = reader.read(
+                    indices.reshape(-1).tolist(),  # (clips * clip_len,)
+                    short_side=short_side if cfg.resize_in_decoder else None,
+                )  # (clips * clip_len, H, W, 3)
+        except VideoDecodeError:
+            raise
+        except Exception as err:  # a decoder library failing in its own way is still a bad file
+            raise VideoDecodeError(record.path, f"{type(err).__name__}: {err}") from err
+        if frames.shape[0] != indices.size:
+            raise VideoDecodeError(
+                record.path, f"decoded {frames.shape[0]} frames, expected {indices.size}"
+            )
+        clips = torch.from_numpy(frames)
+        return clips.reshape(*indices.shape, *clips.shape[1:])  # (clips, clip_len, H, W, 3)
+
+
+def collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Stack items into a batch: `video` (B, ...), `label`/`index` int64, `ok` bool (B,).
+
+    `skipped` becomes one list of every `(path, reason)` in the batch; `clip_labels`
+    (repeated augmentation) is stacked to (B, K) when present.
+    """
+    out: dict[str, Any] = {
+        "video": torch.stack([item["video"] for item in batch]),
+        "label": torch.tensor([item["label"] for item in batch], dtype=torch.int64),
+        "index": torch.tensor([item["index"] for item in batch], dtype=torch.int64),
+        "ok": torch.tensor([item["ok"] for item in batch], dtype=torch.bool),
+        "skipped": [entry for item in batch for entry in item["skipped"]],
+    }
+    if "clip_labels" in batch[0]:
+        out["clip_labels"] = torch.stack([item["clip_labels"] for item in batch])
+    return out
+
+
+def build_dataset(cfg: DataConfig, split: Literal["train", "val", "test"]) -> VideoDataset:
+    """The dataset of `split`, its annotations loaded from `cfg.<split>`.
+
+    "train" gives a training dataset; "val" and "test" give test-mode datasets.
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    path = getattr(cfg, split)
+    if path is None:
+        raise ValueError(f"no annotation file for the {split} split: set data.{split}")
+    annotations = load_annotations(path, cfg.format, cfg.root, cfg.class_names)
+    return VideoDataset(annotations, cfg, mode="train" if split == "train" else "test")

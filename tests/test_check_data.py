@@ -1,0 +1,119 @@
+"""`check-data`: good and broken videos through `scan` and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from aim_video.cli import main
+from aim_video.data.annotations import Annotations, VideoRecord, load_annotations
+from aim_video.data.check import BadEntry, scan
+
+
+def write_video(path: Path, frames: int = 24, faststart: bool = False) -> Path:
+    """A tiny H.264 MP4 of noise (noise keeps every frame's data large, so a cut loses frames)."""
+    rng = np.random.default_rng(len(path.name))
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        for _ in range(frames):
+            noise = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(noise, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """A list file of 3 good videos and 4 broken ones; returns it and the expected reasons."""
+    root = tmp_path_factory.mktemp("check")
+    for name in ("a.mp4", "b c.mp4", "d.mp4"):
+        write_video(root / name)
+    full = write_video(root / "full.mp4").read_bytes()
+    (root / "cut_index.mp4").write_bytes(full[: len(full) // 2])  # moov (at the end) lost
+    whole = write_video(root / "whole.mp4", faststart=True).read_bytes()
+    (root / "cut_data.mp4").write_bytes(whole[: len(whole) // 2])  # header fine, frames lost
+    (root / "empty.mp4").write_bytes(b"")
+    expected = {
+        "cut_index.mp4": "not a readable video",
+        "cut_data.mp4": "truncated or corrupt",
+        "empty.mp4": "empty file (0 bytes)",
+        "missing.mp4": "file not found",
+    }
+    names = [
+        "a.mp4",
+        "cut_index.mp4",
+        "b c.mp4",
+        "cut_data.mp4",
+        "empty.mp4",
+        "d.mp4",
+        "missing.mp4",
+    ]
+    listing = root / "list.txt"
+    listing.write_text("".join(f"{name} {i % 2}\n" for i, name in enumerate(names)))
+    return listing, expected
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_scan_finds_every_broken_entry(dataset, workers):
+    listing, expected = dataset
+    report = scan(load_annotations(listing, root=listing.parent), workers=workers, progress=False)
+    assert report.good == 3 and report.total == 7
+    assert [Path(b.path).name for b in report.bad] == list(expected)  # in annotation order
+    for entry, reason in zip(report.bad, expected.values(), strict=True):
+        assert reason in entry.reason, entry
+
+
+def test_scan_checks_declared_frame_counts(tmp_path):
+    from PIL import Image
+
+    for i in range(1, 6):
+        Image.new("RGB", (16, 16)).save(tmp_path / f"img_{i:05d}.jpg")
+    frames = Annotations(
+        [VideoRecord(str(tmp_path), 0, 5), VideoRecord(str(tmp_path), 0, 8)], ["x"]
+    )
+    report = scan(frames, workers=0, progress=False)
+    assert report.good == 1
+    assert report.bad == [BadEntry(str(tmp_path), "the annotation declares 8 frames, only 5 found")]
+
+
+def test_cli_json(dataset, capsys):
+    listing, expected = dataset
+    code = main(
+        ["check-data", str(listing), "--root", str(listing.parent), "--workers", "2", "--json"]
+    )
+    out = capsys.readouterr().out
+    result = json.loads(out)  # exactly one JSON object
+    assert code == 1
+    assert set(result) == {"good", "bad", "total"}
+    assert (result["good"], result["total"]) == (3, 7)
+    assert [Path(b["path"]).name for b in result["bad"]] == list(expected)
+    assert all(set(b) == {"path", "reason"} for b in result["bad"])
+
+
+def test_cli_text_and_exit_codes(dataset, tmp_path, capsys):
+    listing, _ = dataset
+    assert main(["check-data", str(listing), "--root", str(listing.parent), "--workers", "1"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "7 entries: 3 readable, 4 unreadable"
+    assert (
+        lines[0] == f"{listing.parent / 'cut_index.mp4'}: not a readable video "
+        "(Invalid data found when processing input)"
+    )
+
+    good = tmp_path / "good.txt"
+    good.write_text(f"{listing.parent / 'a.mp4'} 0\n{listing.parent / 'd.mp4'} 1\n")
+    assert main(["check-data", str(good), "--workers", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"good": 2, "bad": [], "total": 2}
+
+    bad_list = tmp_path / "bad.txt"
+    bad_list.write_text("a.mp4 zero\n")
+    assert main(["check-data", str(bad_list)]) == 2
+    assert "bad.txt:1: label must be an integer" in capsys.readouterr().err

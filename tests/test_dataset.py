@@ -1,0 +1,289 @@
+"""VideoDataset: item shapes, seeded determinism, the bad-file policy, loaders, collate."""
+
+import logging
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from aim_video.data import dataset as dataset_module
+from aim_video.data.annotations import Annotations, VideoRecord
+from aim_video.data.dataset import (
+    DataConfig,
+    VideoDataset,
+    build_dataset,
+    collate,
+)
+from aim_video.data.transforms import CLIP_MEAN, CLIP_STD
+
+NUM_FRAMES = 40
+
+
+def write_mp4(path: Path, frames: np.ndarray, faststart: bool = False) -> None:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), mode="w", format="mp4", options=options) as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"crf": "12", "preset": "ultrafast", "threads": "1"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def ramp_frames(num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
+    """Frame t is a flat grey 20 + 5 t plus a little texture, so frames can be told apart."""
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(-6, 7, (1, height, width, 3))
+    grey = 20 + 5 * np.arange(num_frames).reshape(-1, 1, 1, 1)
+    return np.clip(grey + texture, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("videos")
+    paths = {name: root / f"{name}.mp4" for name in
+             ("wide", "tall", "short", "missing", "empty", "cut", "cut_fast")}
+    write_mp4(paths["wide"], ramp_frames(NUM_FRAMES, 48, 64, 0))
+    write_mp4(paths["tall"], ramp_frames(NUM_FRAMES, 64, 48, 1))
+    write_mp4(paths["short"], ramp_frames(5, 48, 64, 2))  # shorter than any window
+    paths["empty"].write_bytes(b"")
+    # Truncated downloads. Without faststart the index (moov) sits at the end and is lost:
+    # the file does not open. With faststart it opens and declares 40 frames, but the
+    # frame data (mdat) is cut a few bytes in, so no frame decodes.
+    whole = root / "whole.mp4"
+    write_mp4(whole, ramp_frames(NUM_FRAMES, 48, 64, 3))
+    paths["cut"].write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    write_mp4(whole, ramp_frames(NUM_FRAMES, 48, 64, 3), faststart=True)
+    data = whole.read_bytes()
+    paths["cut_fast"].write_bytes(data[: data.index(b"mdat") + 64])
+    return {name: str(path) for name, path in paths.items()}
+
+
+GOOD = ("wide", "tall", "short")
+BAD = ("missing", "empty", "cut", "cut_fast")
+
+
+def make_dataset(files, names, mode="train", **overrides) -> VideoDataset:
+    records = [VideoRecord(files[name], label) for label, name in enumerate(names)]
+    settings = dict(num_frames=4, frame_interval=2, input_size=32, short_side=40,
+                    test_clips=2, test_crops=3, num_workers=0)
+    settings.update(overrides)
+    annotations = Annotations(records, [f"class{i}" for i in range(len(names))])
+    return VideoDataset(annotations, DataConfig(**settings), mode=mode)
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch):
+    monkeypatch.setattr(dataset_module, "_warned_paths", set())
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("sampling", ["dense", "uniform"])
+def test_train_item_shapes(files, sampling):
+    data = make_dataset(files, GOOD, sampling=sampling)
+    for index in range(len(data)):
+        item = data[index]
+        assert item["video"].shape == (3, 4, 32, 32) and item["video"].dtype == torch.float32
+        assert item["label"] == index and item["index"] == index
+        assert item["ok"] is True and item["skipped"] == []
+
+
+@pytest.mark.parametrize("sampling", ["dense", "uniform"])
+@pytest.mark.parametrize("crops", [1, 3])
+def test_test_item_holds_every_view(files, sampling, crops):
+    data = make_dataset(files, GOOD, mode="test", sampling=sampling, test_crops=crops)
+    for index in range(len(data)):
+        item = data[index]
+        assert item["video"].shape == (2 * crops, 3, 4, 32, 32)
+        assert item["ok"] is True and item["label"] == index
+
+
+def test_repeated_augmentation_stacks_k_clips_of_one_video(files):
+    data = make_dataset(files, GOOD, repeated_aug=3, flip_label_map={0: 1})
+    item = data[0]
+    assert item["video"].shape == (3, 3, 4, 32, 32)
+    assert item["clip_labels"].shape == (3,)
+    assert set(item["clip_labels"].tolist()) <= {0, 1}
+    assert not torch.equal(item["video"][0], item["video"][1])  # independent draws
+
+
+def test_resizing_after_decoding_gives_the_same_shapes(files):
+    data = make_dataset(files, GOOD, resize_in_decoder=False)
+    assert data[1]["video"].shape == (3, 4, 32, 32)
+    data = make_dataset(files, GOOD, mode="test", resize_in_decoder=False)
+    assert data[1]["video"].shape == (6, 3, 4, 32, 32)
+
+
+def frame_levels(video: torch.Tensor) -> np.ndarray:
+    """Mean grey level of each frame of a normalised (C, T, H, W) clip."""
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1, 1)
+    return (video * std + mean).mean(dim=(0, 2, 3)).numpy()
+
+
+def test_test_views_are_the_sampled_frames_in_order(files):
+    data = make_dataset(files, ("wide",), mode="test", test_crops=1)
+    video = data[0]["video"]  # (2 clips, C, T, H, W)
+    # dense_test_indices(40, 4, 2, 2): starts 8 and 24, frames 2 apart; frame t is 20 + 5 t.
+    expected = 20 + 5 * np.array([[8, 10, 12, 14], [24, 26, 28, 30]])
+    np.testing.assert_allclose([frame_levels(v) for v in video], expected, atol=2.5)
+
+
+def test_short_video_loops_its_frames(files):
+    data = make_dataset(files, ("short",), mode="test", test_crops=1, test_clips=1)
+    levels = frame_levels(data[0]["video"][0])
+    np.testing.assert_allclose(levels, 20 + 5 * np.array([0, 2, 4, 1]), atol=2.5)  # 6 % 5 = 1
+
+
+# ----------------------------------------------------------------------------- randomness
+
+
+def test_item_is_fixed_by_seed_epoch_and_index(files):
+    first = make_dataset(files, GOOD)[0]["video"]
+    assert torch.equal(make_dataset(files, GOOD)[0]["video"], first)  # a fresh dataset
+    other_seed = make_dataset(files, GOOD, seed=1)[0]["video"]
+    assert not torch.equal(other_seed, first)
+    data = make_dataset(files, GOOD)
+    data.set_epoch(1)
+    assert data.epoch == 1
+    assert not torch.equal(data[0]["video"], first)
+    data.set_epoch(0)
+    assert torch.equal(data[0]["video"], first)
+
+
+def test_test_mode_is_deterministic_across_epochs(files):
+    data = make_dataset(files, GOOD, mode="test")
+    first = data[2]["video"]
+    data.set_epoch(5)
+    assert torch.equal(data[2]["video"], first)
+
+
+# ----------------------------------------------------------------------------- bad files
+
+
+def test_train_mode_replaces_bad_files_and_reports_them(files, caplog):
+    names = ("wide",) + BAD + ("tall",)
+    data = make_dataset(files, names)
+    good_indices = {0, len(names) - 1}
+    skipped = []
+    with caplog.at_level(logging.WARNING, logger="aim_video.data.dataset"):
+        for _ in range(2):  # two passes: each bad file is warned about once only
+            for index in range(len(data)):
+                item = data[index]
+                assert item["ok"] is True and item["index"] in good_indices
+                assert torch.isfinite(item["video"]).all()
+                assert item["label"] == item["index"]
+                skipped += item["skipped"]
+            data.set_epoch(data.epoch + 1)
+    reasons = dict(skipped)
+    assert set(reasons) == {files[name] for name in BAD}
+    assert reasons[files["missing"]] == "file not found"
+    assert "0 bytes" in reasons[files["empty"]]
+    assert all(isinstance(reason, str) and reason for reason in reasons.values())
+    warned = [r.getMessage() for r in caplog.records]
+    for name in BAD:
+        assert sum(files[name] in message for message in warned) == 1
+
+
+def test_replacement_is_deterministic(files):
+    names = ("wide",) + BAD + ("tall",)
+    first = make_dataset(files, names)[2]
+    again = make_dataset(files, names)[2]
+    assert first["index"] == again["index"] and first["skipped"] == again["skipped"]
+    assert torch.equal(first["video"], again["video"])
+
+
+def test_train_mode_gives_up_on_a_data_set_of_bad_files(files):
+    data = make_dataset(files, BAD)
+    with pytest.raises(RuntimeError, match="too many unreadable videos .* last: .*mp4: "):
+        data[0]
+
+
+def test_test_mode_flags_bad_files_with_a_zero_video(files):
+    data = make_dataset(files, ("wide",) + BAD, mode="test")
+    for index, name in enumerate(BAD, start=1):
+        item = data[index]
+        assert item["ok"] is False and item["label"] == index
+        assert item["video"].shape == (6, 3, 4, 32, 32) and not item["video"].any()
+        assert [path for path, _ in item["skipped"]] == [files[name]]
+    assert data[0]["ok"] is True
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def test_collate_stacks_and_concatenates():
+    items = [
+        {"video": torch.ones(3, 2, 4, 4) * i, "label": i, "index": 10 + i, "ok": i != 1,
+         "skipped": [(f"bad{i}.mp4", "why")] if i else []}
+        for i in range(3)
+    ]
+    batch = collate(items)
+    assert batch["video"].shape == (3, 3, 2, 4, 4)
+    assert batch["label"].tolist() == [0, 1, 2] and batch["label"].dtype == torch.int64
+    assert batch["index"].tolist() == [10, 11, 12]
+    assert batch["ok"].tolist() == [True, False, True] and batch["ok"].dtype == torch.bool
+    assert batch["skipped"] == [("bad1.mp4", "why"), ("bad2.mp4", "why")]
+
+
+def test_data_loader_with_workers_end_to_end(files):
+    names = ("wide", "missing", "tall", "empty", "short", "cut")
+    train = make_dataset(files, names)
+    loader = DataLoader(train, batch_size=3, num_workers=2, collate_fn=collate)
+    batches = list(loader)
+    assert [b["video"].shape for b in batches] == [(3, 3, 4, 32, 32)] * 2
+    assert all(b["ok"].all() for b in batches)
+    skipped = {path for b in batches for path, _ in b["skipped"]}
+    assert skipped == {files["missing"], files["empty"], files["cut"]}
+    # The workers draw exactly what the main process draws.
+    assert torch.equal(batches[0]["video"][0], train[0]["video"])
+
+    test = make_dataset(files, names, mode="test", test_crops=1)
+    batch = next(iter(DataLoader(test, batch_size=6, num_workers=2, collate_fn=collate)))
+    assert batch["video"].shape == (6, 2, 3, 4, 32, 32)
+    assert batch["ok"].tolist() == [True, False, True, False, True, False]
+
+
+def test_set_epoch_reaches_persistent_workers(files):
+    data = make_dataset(files, GOOD)
+    loader = DataLoader(data, batch_size=3, num_workers=2, collate_fn=collate,
+                        persistent_workers=True)
+    epoch0 = next(iter(loader))["video"]
+    data.set_epoch(1)
+    epoch1 = next(iter(loader))["video"]
+    assert not torch.equal(epoch0, epoch1)
+    assert torch.equal(epoch1[0], data[0]["video"])
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_build_dataset_reads_the_split_annotation_file(files, tmp_path):
+    listing = tmp_path / "train.txt"
+    listing.write_text(f"{Path(files['wide']).name} 0\n{Path(files['tall']).name} 1\n")
+    cfg = DataConfig(train=str(listing), test=str(listing), root=str(Path(files["wide"]).parent),
+                     num_frames=4, frame_interval=2, input_size=32, short_side=40)
+    train = build_dataset(cfg, "train")
+    assert train.mode == "train" and len(train) == 2
+    assert train[1]["label"] == 1 and train[1]["video"].shape == (3, 4, 32, 32)
+    assert build_dataset(cfg, "test").mode == "test"
+    with pytest.raises(ValueError, match="no annotation file for the val split: set data.val"):
+        build_dataset(cfg, "val")
+
+
+def test_config_normalises_yaml_values_and_rejects_bad_ones():
+    cfg = DataConfig(area_range=[0.2, 1], flip_label_map={"3": "4"})
+    assert cfg.area_range == (0.2, 1.0) and cfg.flip_label_map == {3: 4}
+    with pytest.raises(ValueError, match="data.sampling must be 'dense' or 'uniform'"):
+        DataConfig(sampling="sparse")
+    with pytest.raises(ValueError, match="data.test_crops must be 1 or 3"):
+        DataConfig(test_crops=2)
+    with pytest.raises(ValueError, match=r"data.short_side \(200\) must be >= data.input_size"):
+        DataConfig(short_side=200)
+    with pytest.raises(ValueError, match="data.normalize must be one of"):
+        DataConfig(normalize="kinetics")
