@@ -13,6 +13,11 @@ import sys
 
 COMMANDS = (
     "info",
+    "make_synthetic",
+    "train",
+    "evaluate",
+    "predict",
+    "check_data",
 )
 
 

@@ -1,0 +1,63 @@
+"""`aim-video eval`: multi-view evaluation of a training checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from aim_video.cli.train import add_config_arguments, user_errors
+from aim_video.engine.config import load_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint (top-1, top-5, mean class accuracy)",
+        description=(
+            "Evaluate a training checkpoint with multi-view testing (softmax averaged over "
+            "clips x crops). The checkpoint carries its config, class names and the "
+            "fingerprint of its backbone; the backbone weights are re-loaded from the "
+            "config's model.pretrained (or --pretrained) and must match. Unreadable videos "
+            "count as errors in top1/top5 and are reported separately."
+        ),
+    )
+    parser.add_argument("--checkpoint", required=True, help="last.pt / best.pt of a run")
+    add_config_arguments(parser, required=False)
+    parser.add_argument("--split", default="val", choices=("val", "test", "train"))
+    parser.add_argument("--views", metavar="CLIPSxCROPS", help="test views, e.g. 3x1 or 1x3")
+    parser.add_argument("--pretrained", metavar="PATH", help="backbone weights (if moved)")
+    parser.add_argument("--out", help="write metrics.json, per_class.csv, confusion.png, "
+                                      "predictions.jsonl here")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aim_video.engine.evaluate import evaluate
+
+    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
+    status: list[int] = []
+    with user_errors("eval", status):
+        cfg = load_config(args.config, overrides) if args.config else None
+        result = evaluate(cfg, checkpoint=args.checkpoint, split=args.split, out_dir=args.out,
+                          pretrained=args.pretrained, overrides=[] if cfg else overrides,
+                          views=args.views, progress=not args.no_progress)
+    if status:
+        return status[0]
+    if args.json:
+        out = result.to_dict()
+        del out["confusion"]
+        print(json.dumps(out))
+        return 0
+    print(f"{result.split}: {result.num_videos} videos, {result.views} views, "
+          f"{result.seconds:.1f} s")
+    print(f"  top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  "
+          f"mean class {result.mean_class_accuracy:.2f}%")
+    if result.num_bad:
+        print(f"  {result.num_bad} unreadable videos counted as errors; over the readable "
+              f"ones: top-1 {result.readable_top1:.2f}%  top-5 {result.readable_top5:.2f}%")
+        for path, reason in list(result.bad_files.items())[:10]:
+            print(f"    {path}: {reason}")
+    return 0

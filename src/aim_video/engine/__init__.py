@@ -1,0 +1,32 @@
+"""Training, evaluation and inference: the engine that joins the model and the data.
+
+    cfg = load_config("synthetic_cpu", ["data.train=...", "model.pretrained=..."])
+    result = train(cfg)                       # -> TrainResult (history, checkpoints, metrics)
+    metrics = evaluate(checkpoint=result.best_checkpoint, split="val")
+    top = predict(["clip.mp4"], checkpoint=result.best_checkpoint)
+"""
+
+from aim_video.engine.checkpoint import RandomBackboneError, load_checkpoint
+from aim_video.engine.config import (
+    ConfigError,
+    EvalConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    preset_names,
+    save_config,
+)
+from aim_video.engine.evaluate import EvalResult, evaluate
+from aim_video.engine.predict import Prediction, predict
+from aim_video.engine.train import TrainResult, train
+
+__all__ = [
+    "ConfigError", "EvalConfig", "EvalResult", "ModelConfig", "OptimConfig", "Prediction",
+    "RandomBackboneError", "RunConfig", "TrainConfig", "TrainResult", "config_from_dict",
+    "config_to_dict", "evaluate", "load_checkpoint", "load_config", "predict", "preset_names",
+    "save_config", "train",
+]

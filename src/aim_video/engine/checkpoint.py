@@ -1,0 +1,313 @@
+"""Training checkpoints: small (only what was trained), atomic, safe to load, and tied to the
+frozen backbone they were trained on.
+
+A checkpoint holds the trainable state (`model.trainable_state_dict()`; the whole model when
+fine-tuning), optimiser, scheduler, grad scaler and every process's RNG state, the position in
+the run, the resolved config, the class names, and the backbone's source and fingerprint. The
+frozen backbone itself is not stored: it is re-loaded from `model.pretrained` and its
+fingerprint must match, so adapters are never silently evaluated on other weights.
+
+Everything stored is tensors, containers and primitives, so loading uses
+`torch.load(weights_only=True)`: a checkpoint file cannot run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aim_video.engine.config import ConfigError, ModelConfig, RunConfig
+from aim_video.model import AIMViT
+from aim_video.model.vit import RANDOM_SOURCE
+from aim_video.weights import CheckpointError, backbone_fingerprint, load_pretrained
+
+log = logging.getLogger(__name__)
+
+FORMAT = "aim-video-checkpoint"
+FORMAT_VERSION = 1
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+class RandomBackboneError(RuntimeError):
+    """Training would adapt a frozen backbone that was never loaded."""
+
+
+# ------------------------------------------------------------------------------------ RNG state
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch and CUDA generator states, as tensors and primitives only."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python_version": version,
+        "python_state": torch.tensor(mt, dtype=torch.int64),
+        "python_gauss": gauss,
+        "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_pos": int(pos),
+        "numpy_has_gauss": int(has_gauss),
+        "numpy_gauss": float(cached),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    assert kind == "MT19937"
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores what `rng_state()` captured."""
+    random.setstate(
+        (state["python_version"], tuple(state["python_state"].tolist()), state["python_gauss"])
+    )
+    np.random.set_state((
+        "MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
+        state["numpy_has_gauss"], state["numpy_gauss"],
+    ))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------ files
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Writes `state` atomically: a temporary file in the same folder, fsync, then rename.
+
+    A crash mid-write leaves the previous checkpoint intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Makes the rename itself durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Reads a training checkpoint written by `save_checkpoint`, on the CPU.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a torch file, or not an aim-video
+            training checkpoint (e.g. a released MMAction2 AIM file or a CLIP backbone).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for damaged files
+        raise CheckpointError(
+            f"{path}: cannot be read as a checkpoint (truncated, corrupt or not a torch file): "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        hint = ""
+        if isinstance(state, dict) and "state_dict" in state:
+            hint = (" It looks like a released AIM / MMAction2 checkpoint: load it with "
+                    "aim_video.weights.load_aim_checkpoint.")
+        raise CheckpointError(
+            f"{path}: not an aim-video training checkpoint (no '{FORMAT}' marker).{hint}"
+        )
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {state['format_version']} is newer than this "
+            f"aim-video understands ({FORMAT_VERSION}); upgrade aim-video"
+        )
+    return state
+
+
+def find_resume(resume: str | Path | None, out_dir: str | Path) -> Path | None:
+    """`auto` -> `out_dir/last.pt` if it exists (else None); a path -> that path; None -> None."""
+    if resume is None:
+        return None
+    if str(resume) == "auto":
+        last = Path(out_dir) / LAST
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file to resume from")
+    return path
+
+
+# ------------------------------------------------------------------------------------ model
+def model_from_config(cfg: RunConfig, num_classes: int | None = None) -> AIMViT:
+    """The model of a run with a random backbone, initialised from `train.seed`.
+
+    The seed makes the random initialisation reproducible, so even a run trained with
+    `allow_random_backbone` can be rebuilt for evaluation (its fingerprint then matches).
+    """
+    aim_cfg = cfg.aim_config(num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        model = AIMViT(aim_cfg)
+    return model
+
+
+def load_backbone(model: AIMViT, cfg: ModelConfig, *, training: bool) -> None:
+    """Loads `cfg.pretrained` into the model's backbone, or checks that a random one is allowed.
+
+    Args:
+        model: a freshly built model.
+        cfg: where the weights are and whether a random backbone is allowed.
+        training: refuse a random *frozen* backbone unless `cfg.allow_random_backbone`.
+
+    Raises:
+        RandomBackboneError: training, backbone frozen, nothing loaded, and not allowed.
+    """
+    if cfg.pretrained:
+        report = load_pretrained(
+            model, cfg.pretrained, format=cfg.pretrained_format, trust=cfg.trust_checkpoint
+        )
+        log.info("backbone loaded from %s: %s", cfg.pretrained, report)
+        return
+    if training and not model.cfg.full_finetune and not cfg.allow_random_backbone:
+        raise RandomBackboneError(
+            "refusing to train adapters on a random frozen backbone: model.pretrained is not "
+            "set, so no image weights were loaded. The reference AIM code loaded CLIP only "
+            "when a command-line flag was given and otherwise silently trained on a random "
+            "frozen backbone, which learns next to nothing (its issues #5, #25). Give the "
+            "CLIP weights with --pretrained PATH (or --set model.pretrained=PATH), or pass "
+            "--allow-random-backbone (model.allow_random_backbone=true) if a random frozen "
+            "backbone is really intended."
+        )
+    log.warning("the backbone is random (no model.pretrained given)")
+
+
+def checkpoint_state(
+    model: AIMViT,
+    *,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler | None,
+    progress: dict[str, Any],
+    cfg_dict: dict[str, Any],
+    class_names: list[str],
+    fingerprint: str | None = None,
+) -> dict[str, Any]:
+    """The dict `save_checkpoint` writes (trainable weights moved to the CPU).
+
+    Args:
+        model: the unwrapped model (no DDP / compile wrapper).
+        optimizer: its optimiser, or None.
+        scheduler: its lr scheduler, or None.
+        scaler: the fp16 grad scaler, or None.
+        progress: the position in the run (epoch, step, history, best metric, bad files) and
+            each process's `rng_state()`; tensors, containers and primitives only.
+        cfg_dict: `config_to_dict(cfg)`.
+        class_names: label index -> class name.
+        fingerprint: `backbone_fingerprint(model)` if already known (it is slow for ViT-L).
+    """
+    weights = {k: v.detach().cpu() for k, v in model.trainable_state_dict().items()}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": weights,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "config": cfg_dict,
+        "class_names": list(class_names),
+        "backbone_source": model.backbone_source,
+        "backbone_fingerprint": fingerprint or backbone_fingerprint(model),
+        **progress,
+    }
+
+
+def check_backbone(model: AIMViT, state: dict[str, Any], path: str | Path) -> None:
+    """The model's frozen backbone must be the one the checkpoint was trained on.
+
+    Raises:
+        CheckpointError: the fingerprints differ (names both, and both sources).
+    """
+    if model.cfg.full_finetune:
+        return  # the checkpoint holds the whole model; nothing frozen to compare
+    expected, actual = state["backbone_fingerprint"], backbone_fingerprint(model)
+    if expected != actual:
+        random_hint = ""
+        if state["backbone_source"] == RANDOM_SOURCE:
+            random_hint = " (it was trained on a random backbone seeded by train.seed)"
+        raise CheckpointError(
+            f"{path}: backbone mismatch: the checkpoint was trained on backbone {expected} from "
+            f"{state['backbone_source']}{random_hint}, but the loaded backbone is {actual} from "
+            f"{model.backbone_source}. Give the original weights with --pretrained PATH."
+        )
+
+
+def restore_model(model: AIMViT, state: dict[str, Any], path: str | Path) -> None:
+    """Loads a checkpoint's trained weights into `model` (strict over the trainable set).
+
+    Checks the backbone fingerprint first, then that the checkpoint holds exactly the model's
+    trainable keys with matching shapes.
+    """
+    check_backbone(model, state, path)
+    weights = state["model"]
+    expected = set(model.trainable_state_dict())
+    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: the checkpoint's weights do not fit this model: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    own = model.state_dict()
+    for name, tensor in weights.items():
+        if own[name].shape != tensor.shape:
+            raise CheckpointError(
+                f"{path}: {name} has shape {tuple(tensor.shape)} in the checkpoint but "
+                f"{tuple(own[name].shape)} in the model"
+            )
+    model.load_state_dict(weights, strict=False)
+
+
+def model_from_checkpoint(
+    state: dict[str, Any], path: str | Path, cfg: RunConfig, pretrained: str | None = None
+) -> AIMViT:
+    """Rebuilds a trained model: config + backbone weights + the checkpoint's trained weights.
+
+    Args:
+        state: `load_checkpoint(path)`.
+        path: the checkpoint's path (for messages).
+        cfg: the run config (usually the checkpoint's own).
+        pretrained: backbone weights to use instead of `cfg.model.pretrained`.
+    """
+    if pretrained is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=pretrained))
+    model = model_from_config(cfg, len(state["class_names"]))
+    if not cfg.model.full_finetune:
+        if not cfg.model.pretrained and state["backbone_source"] != RANDOM_SOURCE:
+            raise ConfigError(
+                f"{path}: the checkpoint was trained on the backbone from "
+                f"{state['backbone_source']}, but no backbone weights are configured; "
+                "give them with --pretrained PATH"
+            )
+        load_backbone(model, cfg.model, training=False)
+    restore_model(model, state, path)
+    return model

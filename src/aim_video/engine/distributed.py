@@ -1,0 +1,171 @@
+"""Where computation runs: devices, precision, and torchrun's process group (setup, sharding,
+reductions). Single-process is the case of world size 1, so callers never branch on
+"distributed or not".
+
+`torchrun --nproc_per_node N -m aim_video.cli train ...` sets RANK, WORLD_SIZE and LOCAL_RANK;
+NCCL is used on GPUs and gloo on CPUs. Only rank 0 writes files and logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in the job."""
+
+    rank: int  # global rank
+    world_size: int  # processes in the job
+    local_rank: int  # rank on this machine (picks the GPU)
+    device: torch.device  # where this process computes
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` -> this process's CUDA GPU if there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `train.precision` on `device`; None means plain fp32.
+
+    `auto` is bf16 on a CUDA GPU that supports it (fp16 on older ones) and fp32 on the CPU.
+    """
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def init_distributed(device: str = "auto") -> DistEnv:
+    """Joins the torchrun job described by the environment (or a job of one).
+
+    Args:
+        device: `auto`, `cpu`, `cuda` or `cuda:N` (N is ignored under torchrun: LOCAL_RANK wins).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and device not in ("auto", "cpu", "cuda"):
+        device = "cuda"  # one GPU per process, chosen by LOCAL_RANK
+    dev = resolve_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank,
+                                world_size=world)
+    return DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def cleanup(env: DistEnv) -> None:
+    """Leaves the process group (when this process joined one)."""
+    if env.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
+
+
+def all_reduce_sum(env: DistEnv, values: list[float]) -> list[float]:
+    """Sums a few numbers over all processes (float64, on the compute device)."""
+    if not env.distributed:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=env.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def broadcast_flag(env: DistEnv, flag: bool) -> bool:
+    """Rank 0's decision, shared with every process (e.g. a time-based checkpoint)."""
+    if not env.distributed:
+        return flag
+    t = torch.tensor([int(flag)], device=env.device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def all_gather_objects(env: DistEnv, obj: Any) -> list[Any]:
+    """Every process's `obj`, in rank order (picklable Python objects)."""
+    if not env.distributed:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shard_indices(length: int, env: DistEnv) -> list[int]:
+    """Indices this process evaluates: every `world_size`-th from `rank`.
+
+    Unlike DistributedSampler no index is repeated to even out the shards, so after a gather
+    every video is counted exactly once.
+    """
+    return list(range(env.rank, length, env.world_size))
+
+
+class EpochSampler(Sampler[int]):
+    """A resumable, shardable training sampler: a fresh permutation per (seed, epoch).
+
+    Like DistributedSampler, the permutation is padded to a multiple of the world size and
+    process r takes every world_size-th index from r. `set_epoch(epoch, skip)` drops the first
+    `skip` indices of this process's share, so a run resumed mid-epoch sees exactly the
+    batches it had not consumed, without decoding the others.
+    """
+
+    def __init__(self, length: int, env: DistEnv, seed: int, shuffle: bool = True) -> None:
+        if length < 1:
+            raise ValueError("cannot sample from an empty data set")
+        self.length = length
+        self.rank = env.rank
+        self.world_size = env.world_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch = epoch
+        self.skip = skip
+
+    @property
+    def per_process(self) -> int:
+        """Indices each process gets per epoch (before skipping)."""
+        return -(-self.length // self.world_size)
+
+    def _share(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.length, generator=g).tolist()
+        else:
+            order = list(range(self.length))
+        padded = self.per_process * self.world_size
+        order = (order * -(-padded // self.length))[:padded]  # repeats when length < world
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._share()[self.skip :])
+
+    def __len__(self) -> int:
+        return max(self.per_process - self.skip, 0)

@@ -1,0 +1,304 @@
+"""Multi-view evaluation: softmax averaged over clips x crops, top-1/top-5/mean class accuracy.
+
+Unreadable videos are never dropped silently. Two sets of numbers are reported:
+
+* over **all** videos of the split, an unreadable video counting as an error (`top1`, `top5`,
+  `mean_class_accuracy`): the number to compare with published results, since a data set
+  with missing files cannot look better than a complete one;
+* over the **readable** videos only (`readable_top1`, `readable_top5`): what the model does
+  on what it could see.
+
+Under torchrun the videos are sharded by index stride (every video evaluated exactly once, no
+padding duplicates as with DistributedSampler) and the per-video results are gathered.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from aim_video.data.dataset import VideoDataset, build_dataset, collate
+from aim_video.engine import checkpoint as ckpt
+from aim_video.engine.config import RunConfig, config_from_dict, with_views
+from aim_video.engine.distributed import (
+    DistEnv,
+    all_gather_objects,
+    autocast_dtype,
+    cleanup,
+    init_distributed,
+    shard_indices,
+)
+from aim_video.engine.plots import plot_confusion
+from aim_video.model import AIMViT
+
+log = logging.getLogger(__name__)
+
+TOP_K = 5
+
+
+@dataclass
+class VideoResult:
+    """One video's outcome."""
+
+    index: int  # position in the split's annotation file
+    label: int  # true class
+    ok: bool  # False: the video could not be read (counted as an error)
+    top: list[int]  # the top_k predicted classes, most probable first ([] when not ok)
+    probs: list[float]  # their probabilities (softmax averaged over views)
+    reason: str | None = None  # why it could not be read
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one split (accuracies in %)."""
+
+    split: str  # which split
+    num_videos: int  # videos in the split
+    num_bad: int  # unreadable videos (counted as errors in top1/top5/mean_class_accuracy)
+    top1: float  # over all videos
+    top5: float  # over all videos
+    mean_class_accuracy: float  # mean over classes (with videos) of per-class top-1
+    readable_top1: float  # over readable videos only
+    readable_top5: float  # over readable videos only
+    views: str  # CLIPSxCROPS per video
+    seconds: float  # wall time
+    bad_files: dict[str, str] = field(default_factory=dict)  # path -> reason
+    per_class: list[dict[str, Any]] = field(default_factory=list)  # name, videos, bad, top1, top5
+    confusion: np.ndarray | None = field(default=None, repr=False)  # [true, predicted] counts
+
+    def summary(self) -> dict[str, float]:
+        """The scalar metrics."""
+        keys = ("num_videos", "num_bad", "top1", "top5", "mean_class_accuracy",
+                "readable_top1", "readable_top5", "seconds")
+        return {k: getattr(self, k) for k in keys}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the confusion matrix as nested lists)."""
+        out = asdict(self)
+        out["confusion"] = None if self.confusion is None else self.confusion.tolist()
+        return out
+
+
+def _percent(count: float, total: int) -> float:
+    return 100.0 * float(count) / total if total else 0.0
+
+
+def compute_metrics(
+    results: list[VideoResult], num_classes: int, split: str = "", views: str = ""
+) -> EvalResult:
+    """Accuracy numbers and the confusion matrix from per-video results."""
+    n = len(results)
+    labels = np.array([r.label for r in results], dtype=np.int64)
+    ok = np.array([r.ok for r in results], dtype=bool)
+    top1 = np.array([r.ok and r.top[0] == r.label for r in results], dtype=bool)
+    top5 = np.array([r.ok and r.label in r.top[:TOP_K] for r in results], dtype=bool)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for r in results:
+        if r.ok:
+            confusion[r.label, r.top[0]] += 1
+    per_class, class_acc = [], []
+    for c in range(num_classes):
+        mask = labels == c
+        count = int(mask.sum())
+        per_class.append({"class": c, "videos": count, "bad": int((mask & ~ok).sum()),
+                          "top1": _percent(top1[mask].sum(), count),
+                          "top5": _percent(top5[mask].sum(), count)})
+        if count:
+            class_acc.append(per_class[-1]["top1"])
+    readable = int(ok.sum())
+    return EvalResult(
+        split=split, num_videos=n, num_bad=n - readable,
+        top1=_percent(top1.sum(), n), top5=_percent(top5.sum(), n),
+        mean_class_accuracy=float(np.mean(class_acc)) if class_acc else 0.0,
+        readable_top1=_percent(top1.sum(), readable), readable_top5=_percent(top5.sum(), readable),
+        views=views, seconds=0.0,
+        bad_files={}, per_class=per_class, confusion=confusion,
+    )
+
+
+@torch.no_grad()
+def predict_views(
+    model: torch.nn.Module, videos: torch.Tensor, chunk: int, dtype: torch.dtype | None
+) -> torch.Tensor:
+    """Softmax averaged over views.
+
+    Args:
+        model: the classifier, in eval mode.
+        videos: (B, V, C, T, H, W) views of B videos.
+        chunk: clips per forward pass.
+        dtype: autocast dtype, or None for fp32.
+
+    Returns:
+        float32 (B, K) class probabilities.
+    """
+    b, v = videos.shape[:2]
+    clips = videos.flatten(0, 1)  # (B·V, C, T, H, W)
+    device = next(model.parameters()).device
+    probs = []
+    for part in clips.split(chunk):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(part.to(device, non_blocking=True))
+        probs.append(logits.float().softmax(dim=-1))
+    # (B·V, K) -> (B, V, K) -> mean over views
+    return torch.cat(probs).view(b, v, -1).mean(dim=1).cpu()
+
+
+def run_model(
+    model: torch.nn.Module,
+    dataset: VideoDataset,
+    indices: list[int],
+    cfg: RunConfig,
+    dtype: torch.dtype | None,
+    progress: bool = False,
+    top_k: int = TOP_K,
+) -> list[VideoResult]:
+    """Per-video results for `indices` of a test-mode dataset, keeping the `top_k` classes."""
+    loader = DataLoader(
+        Subset(dataset, indices), batch_size=cfg.eval.batch_size,
+        num_workers=cfg.data.num_workers, collate_fn=collate,
+        pin_memory=next(model.parameters()).device.type == "cuda",
+        generator=torch.Generator(),  # never draw from the global RNG (training resumes it)
+    )
+    results: list[VideoResult] = []
+    for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
+        probs = predict_views(model, batch["video"], cfg.eval.views_chunk, dtype)
+        top_p, top_i = probs.topk(min(top_k, probs.shape[1]), dim=1)
+        reasons = dict(batch["skipped"])
+        for j in range(len(probs)):
+            ok = bool(batch["ok"][j])
+            record = dataset.records[int(batch["index"][j])]
+            results.append(VideoResult(
+                index=int(batch["index"][j]), label=int(batch["label"][j]), ok=ok,
+                top=top_i[j].tolist() if ok else [], probs=top_p[j].tolist() if ok else [],
+                reason=None if ok else reasons.get(record.path, "unreadable"),
+            ))
+    return results
+
+
+def evaluate(
+    cfg: RunConfig | None = None,
+    checkpoint: str | Path | None = None,
+    model: AIMViT | None = None,
+    split: str = "val",
+    out_dir: str | Path | None = None,
+    *,
+    pretrained: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    views: str | None = None,
+    class_names: list[str] | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluates a model (or a checkpoint) on one split with the config's test views.
+
+    Args:
+        cfg: data and evaluation settings; None: the checkpoint's own config.
+        checkpoint: a training checkpoint to evaluate (when `model` is None). Its backbone is
+            re-loaded from the config's `model.pretrained` (or `pretrained`) and must have the
+            fingerprint the checkpoint records.
+        model: a model to evaluate as is (e.g. during training).
+        split: "val" or "test" (or "train", evaluated with test views).
+        out_dir: if given, rank 0 writes `metrics.json`, `per_class.csv`, `confusion.png` and
+            `predictions.jsonl` there.
+        pretrained: backbone weights overriding the config's.
+        overrides: `section.key=value` strings applied to the checkpoint's config (when `cfg`
+            is None).
+        views: CLIPSxCROPS overriding the config's test views, e.g. "3x1".
+        class_names: the model's classes; default the checkpoint's, else the split's.
+        progress: show a progress bar.
+
+    Returns:
+        The metrics; identical on every process.
+    """
+    start = time.monotonic()
+    if model is None:
+        if checkpoint is None:
+            raise ValueError("evaluate needs a model or a checkpoint")
+        state = ckpt.load_checkpoint(checkpoint)
+        cfg = cfg if cfg is not None else config_from_dict(state["config"], overrides)
+        class_names = class_names or list(state["class_names"])
+        model = ckpt.model_from_checkpoint(state, checkpoint, cfg, pretrained)
+        loaded = True
+    elif cfg is None:
+        raise ValueError("evaluate needs a config to go with the model")
+    else:
+        loaded = False
+    joined_before = dist.is_initialized()
+    env = init_distributed(cfg.train.device)
+    try:
+        if loaded:
+            model.to(env.device)
+        result = _evaluate_model(model, with_views(cfg, views), split, env, class_names,
+                                 out_dir, progress)
+    finally:
+        if not joined_before:
+            cleanup(env)  # a standalone evaluation under torchrun
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _evaluate_model(
+    model: AIMViT, cfg: RunConfig, split: str, env: DistEnv, class_names: list[str] | None,
+    out_dir: str | Path | None, progress: bool,
+) -> EvalResult:
+    """`evaluate` once the model is ready: this process's shard, gathered, then metrics."""
+    dataset = build_dataset(cfg.data, split)  # type: ignore[arg-type]
+    names = class_names or list(dataset.class_names)
+    if len(names) != model.cfg.num_classes:
+        raise ValueError(f"the model has {model.cfg.num_classes} classes but {split} "
+                         f"({getattr(cfg.data, split)}) has {len(names)}")
+    if list(dataset.class_names) != names and env.is_main:
+        log.warning("the %s split names its classes differently from the model; labels are "
+                    "compared by index", split)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        mine = run_model(model, dataset, shard_indices(len(dataset), env), cfg,
+                         autocast_dtype(cfg.train.precision, device), progress and env.is_main)
+    finally:
+        model.train(was_training)
+    results = sorted((r for part in all_gather_objects(env, mine) for r in part),
+                     key=lambda r: r.index)
+    views = f"{cfg.data.test_clips}x{cfg.data.test_crops}"
+    result = compute_metrics(results, len(names), split, views)
+    result.bad_files = {dataset.records[r.index].path: r.reason or "" for r in results if not r.ok}
+    for row in result.per_class:
+        row["name"] = names[row["class"]]
+    if out_dir is not None and env.is_main:
+        write_reports(result, results, dataset, names, Path(out_dir), cfg.train.plots)
+    return result
+
+
+def write_reports(
+    result: EvalResult, results: list[VideoResult], dataset: VideoDataset, names: list[str],
+    out_dir: Path, plots: bool = True,
+) -> None:
+    """metrics.json, per_class.csv, predictions.jsonl and (if `plots`) confusion.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = result.summary() | {"split": result.split, "views": result.views,
+                                  "bad_files": result.bad_files}
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+    with open(out_dir / "per_class.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["class", "name", "videos", "bad", "top1", "top5"])
+        writer.writeheader()
+        writer.writerows(result.per_class)
+    if plots and result.confusion is not None:
+        plot_confusion(result.confusion, names, out_dir / "confusion.png")
+    with open(out_dir / "predictions.jsonl", "w") as f:
+        for r in results:
+            f.write(json.dumps({
+                "index": r.index, "path": dataset.records[r.index].path,
+                "label": names[r.label], "ok": r.ok, "reason": r.reason,
+                "top": [{"class": names[c], "prob": p} for c, p in zip(r.top, r.probs)],
+            }) + "\n")

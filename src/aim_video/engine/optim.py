@@ -1,0 +1,95 @@
+"""AdamW parameter groups and the per-step cosine schedule with linear warm-up.
+
+Groups are (head | backbone) x (decay | no_decay) over the model's trainable parameters only:
+frozen weights never reach the optimiser, so its state stays adapter-sized. "backbone" here is
+everything trainable except the head, as in MMAction2's `custom_keys={'backbone': ...}` (the
+adapters, temporal embedding and ln_post all live under `backbone.` there).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aim_video.engine.config import OptimConfig
+from aim_video.model import parameter_group
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """AdamW groups of the trainable parameters, each named `{head|backbone}.{decay|no_decay}`.
+
+    No decay on the model's `no_weight_decay()` set (norms, embeddings) and, with
+    `cfg.no_decay_bias`, on biases. The backbone groups' lr is `cfg.lr * cfg.backbone_lr_mult`.
+    Every group carries `names` (its parameter names) so that membership is inspectable.
+
+    Args:
+        model: an `AIMViT` (its `no_weight_decay()` is used when present).
+        cfg: learning rate, weight decay and multipliers.
+    """
+    no_decay = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    groups: dict[str, dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        part = "head" if parameter_group(name) == "head" else "backbone"
+        decays = name not in no_decay and not (cfg.no_decay_bias and name.endswith(".bias"))
+        key = f"{part}.{'decay' if decays else 'no_decay'}"
+        if key not in groups:
+            lr_mult = 1.0 if part == "head" else cfg.backbone_lr_mult
+            groups[key] = {
+                "name": key,
+                "params": [],
+                "names": [],
+                "lr": cfg.lr * lr_mult,
+                "weight_decay": cfg.weight_decay if decays else 0.0,
+            }
+        groups[key]["params"].append(param)
+        groups[key]["names"].append(name)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    return [groups[k] for k in sorted(groups)]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over `param_groups(model, cfg)`."""
+    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+@dataclass
+class WarmupCosine:
+    """The lr factor after `step` optimiser updates: linear warm-up, then cosine to `floor`.
+
+    factor(s) = (s + 1) / warmup for s < warmup (so the first update is not wasted at lr 0),
+    then floor + (1 - floor) * (1 + cos(pi * (s - warmup) / (total - warmup))) / 2,
+    reaching `floor` at s = total.
+    """
+
+    warmup_steps: int  # updates spent warming up
+    total_steps: int  # updates in the whole run
+    floor: float = 0.0  # final factor (min_lr / lr)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(self.total_steps - self.warmup_steps, 1)
+        progress = min((step - self.warmup_steps) / span, 1.0)
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LambdaLR over `cfg.epochs` epochs, warm-up `cfg.warmup_epochs` in steps.
+
+    Args:
+        optimizer: built by `build_optimizer` (group lrs are the peaks).
+        cfg: epochs, warm-up and floor.
+        steps_per_epoch: optimiser updates per epoch (after gradient accumulation).
+    """
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
+    schedule = WarmupCosine(warmup, total, cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

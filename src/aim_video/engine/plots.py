@@ -1,0 +1,77 @@
+"""PNG figures of a run: training curves and the confusion matrix (matplotlib, Agg backend).
+
+matplotlib is imported inside the functions: it is slow to import and only needed at the end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: list[dict[str, Any]], path: str | Path) -> Path:
+    """Loss and accuracy per epoch (train, and validation where it was run).
+
+    Args:
+        history: one dict per epoch with `epoch`, `train_loss`, `train_top1` and, on
+            validated epochs, `val_top1` / `val_top5` (accuracies in %).
+        path: the PNG to write.
+    """
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss")
+    ax_acc.plot(epochs, [h["train_top1"] for h in history], marker="o", label="train top-1")
+    for key in ("val_top1", "val_top5"):
+        points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+        if points:
+            xs, ys = zip(*points)
+            ax_acc.plot(xs, ys, marker="s", label=key.replace("_", " "))
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy", ylim=(0, 100))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path) -> Path:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted class).
+
+    Class names label the axes up to 60 classes; beyond that the image shows the pattern only.
+
+    Args:
+        matrix: (K, K) counts, `matrix[true, predicted]`.
+        class_names: K names.
+        path: the PNG to write.
+    """
+    plt = _pyplot()
+    k = len(class_names)
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
+    side = min(4 + 0.3 * k, 30)
+    fig, ax = plt.subplots(figsize=(side, side))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    if k <= 60:
+        ax.set_xticks(range(k), class_names, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), class_names, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion (row-normalised)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

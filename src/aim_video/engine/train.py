@@ -1,0 +1,531 @@
+"""The training loop: AIM's recipe on one process or under torchrun.
+
+`train(cfg)` builds the model (refusing a random frozen backbone unless asked), the data, the
+optimiser and schedule, then runs epochs of mixed-precision steps with gradient accumulation,
+validating and checkpointing as configured. Everything random is seeded, and a checkpoint
+stores the position inside the epoch and every process's RNG state, so a run that is stopped
+and resumed ends with the same weights as one that ran straight through.
+
+The run folder (`train.out_dir`) receives `config.yaml`, `last.pt`, `best.pt`, `metrics.jsonl`,
+`bad_files.json`, `curves.png`, TensorBoard events (`tb/`, when installed) and, after the
+last epoch, a full multi-view evaluation of each `eval.splits` split (`eval_<split>/`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from aim_video.data.dataset import build_dataset, collate
+from aim_video.engine import checkpoint as ckpt
+from aim_video.engine.config import RunConfig, config_to_dict, save_config, with_views
+from aim_video.engine.distributed import (
+    DistEnv,
+    EpochSampler,
+    all_gather_objects,
+    all_reduce_sum,
+    autocast_dtype,
+    broadcast_flag,
+    cleanup,
+    init_distributed,
+)
+from aim_video.engine.evaluate import EvalResult, evaluate
+from aim_video.engine.optim import build_optimizer, build_scheduler
+from aim_video.engine.plots import plot_curves
+from aim_video.model import AIMViT
+from aim_video.weights import CheckpointError, backbone_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    history: list[dict[str, Any]]  # one dict per finished epoch (train and val metrics)
+    last_checkpoint: Path | None  # out_dir/last.pt
+    best_checkpoint: Path | None  # out_dir/best.pt (best val top-1), None without validation
+    train_seconds: float  # wall time of this call's training (excluding the final evaluation)
+    # The last epoch's entry, updated with the full-view evaluation of each eval.splits split
+    # (`<split>_top1`, `<split>_num_bad`, ...; these replace the periodic `val_*` numbers).
+    final_metrics: dict[str, float]
+    out_dir: Path  # the run folder
+    completed: bool  # False when stopped early by train.max_steps
+    global_step: int  # optimiser steps done in total
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and torch (every device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class _EpochSums:
+    """Running sums of this process's training metrics within an epoch (resumable)."""
+
+    loss: float = 0.0  # sum over clips of the per-clip loss
+    correct: float = 0.0  # clips whose top-1 prediction is right
+    clips: float = 0.0  # clips seen
+
+    def add(self, loss: float, correct: float, clips: int) -> None:
+        self.loss += loss
+        self.correct += correct
+        self.clips += clips
+
+
+@dataclass
+class _Progress:
+    """Where the run is; stored in every checkpoint."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step_in_epoch: int = 0  # optimiser steps done in that epoch
+    global_step: int = 0  # optimiser steps done in total
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_top1: float | None = None  # best validation top-1 so far
+    bad_files: dict[str, str] = field(default_factory=dict)  # path -> reason (all processes)
+
+
+class Trainer:
+    """One training run; `train()` is the entry point. Holds the objects the loop shares."""
+
+    def __init__(self, cfg: RunConfig, env: DistEnv, progress: bool) -> None:
+        self.cfg = cfg
+        self.env = env
+        self.show_progress = progress and env.is_main
+        self.out_dir = Path(cfg.train.out_dir)
+        self.state = _Progress()
+        self.sums = _EpochSums()
+        self._pending = torch.zeros(3, dtype=torch.float64, device=env.device)
+        self.dtype = autocast_dtype(cfg.train.precision, env.device)
+        self._last_save_time = time.monotonic()
+
+        seed_everything(cfg.train.seed + env.rank)
+        self.train_set = build_dataset(cfg.data, "train")
+        self.class_names = list(self.train_set.class_names)
+        self.has_val = cfg.data.val is not None
+        self.model = self._build_model()
+        self.sampler = EpochSampler(len(self.train_set), env, cfg.train.seed)
+        self.loader = self._build_loader()
+        self.steps_per_epoch = math.ceil(len(self.loader) / cfg.optim.accum_steps)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.dtype == torch.float16)
+        self.forward_model = self._wrap_model()
+        self.writer = None
+        # Hashing the frozen backbone costs seconds for ViT-L; it cannot change, so hash once.
+        self.fingerprint = None if cfg.model.full_finetune else backbone_fingerprint(self.model)
+
+    # ------------------------------------------------------------------ setup
+    def _build_model(self) -> AIMViT:
+        cfg = self.cfg
+        num_classes = cfg.model.num_classes or len(self.class_names)
+        if num_classes != len(self.class_names):
+            raise ValueError(
+                f"model.num_classes is {num_classes} but {cfg.data.train} has "
+                f"{len(self.class_names)} classes"
+            )
+        model = ckpt.model_from_config(cfg, num_classes)
+        ckpt.load_backbone(model, cfg.model, training=True)
+        model.set_grad_checkpointing(cfg.train.grad_checkpointing)
+        model.to(self.env.device)
+        if cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if self.env.is_main:
+            counts = model.parameter_counts()
+            log.info("model: %s parameters, %s trainable; backbone from %s",
+                     f"{counts['total']:,}", f"{counts['trainable']:,}", model.backbone_source)
+        return model
+
+    def _build_loader(self) -> DataLoader:
+        workers = self.cfg.data.num_workers
+        return DataLoader(
+            self.train_set,
+            batch_size=self.cfg.optim.batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=self.env.device.type == "cuda",
+            persistent_workers=workers > 0,
+            # The loader's own generator: creating an iterator must not draw from the global
+            # RNG, whose state a resumed run restores from the checkpoint.
+            generator=torch.Generator().manual_seed(self.cfg.train.seed),
+        )
+
+    def _wrap_model(self) -> torch.nn.Module:
+        model: torch.nn.Module = self.model
+        if self.env.distributed:
+            device_ids = [self.env.device.index] if self.env.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=device_ids)
+        if self.cfg.train.compile:
+            model = torch.compile(model)
+        return model
+
+    def _no_sync(self, sync: bool):
+        """Skips DDP's gradient all-reduce on accumulation micro-batches."""
+        ddp = self.forward_model
+        ddp = getattr(ddp, "_orig_mod", ddp)
+        if sync or not isinstance(ddp, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return ddp.no_sync()
+
+    # ------------------------------------------------------------------ resume / save
+    def resume(self, path: Path) -> None:
+        """Restores weights, optimiser, schedule, RNG and position from a checkpoint."""
+        state = ckpt.load_checkpoint(path)
+        self._warn_config_changes(state["config"], path)
+        if state["class_names"] != self.class_names:
+            raise CheckpointError(
+                f"{path}: the checkpoint's classes differ from those of {self.cfg.data.train}"
+            )
+        ckpt.restore_model(self.model, state, path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.state = _Progress(
+            epoch=state["epoch"], step_in_epoch=state["step_in_epoch"],
+            global_step=state["global_step"], history=list(state["history"]),
+            best_top1=state["best_top1"], bad_files=dict(state["bad_files"]),
+        )
+        per_process = state["processes"]
+        if len(per_process) == self.env.world_size:
+            mine = per_process[self.env.rank]
+            ckpt.set_rng_state(mine["rng"])
+            self.sums = _EpochSums(**mine["sums"])
+        else:
+            log.warning("%s was written by %d processes, this run has %d: RNG states are not "
+                        "restored, so the rest of the run is not bit-identical", path,
+                        len(per_process), self.env.world_size)
+        if self.state.step_in_epoch >= self.steps_per_epoch:
+            # Saved at the end of an epoch (after validation): the next one starts afresh.
+            self.state.epoch += 1
+            self.state.step_in_epoch = 0
+            self.sums = _EpochSums()
+        if self.env.is_main:
+            log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch + 1,
+                     self.state.global_step)
+
+    def _warn_config_changes(self, saved: dict[str, Any], path: Path) -> None:
+        now = config_to_dict(self.cfg)
+        changed = [
+            f"{section}.{key}: {saved[section].get(key)!r} -> {value!r}"
+            for section, values in now.items()
+            for key, value in values.items()
+            if section in saved and saved[section].get(key) != value
+            and (section, key) != ("train", "out_dir")
+        ]
+        if changed and self.env.is_main:
+            log.warning("resuming %s with a changed config: %s", path, "; ".join(changed))
+
+    def save(self, *, best: bool = False, epoch_file: bool = False) -> None:
+        """Writes last.pt (and best.pt / epoch_N.pt); a collective call in distributed runs."""
+        per_process = all_gather_objects(
+            self.env, {"rng": ckpt.rng_state(), "sums": dataclasses.asdict(self._flush())}
+        )
+        bad = all_gather_objects(self.env, self.state.bad_files)
+        for files in bad:
+            self.state.bad_files.update(files)
+        if self.env.is_main:
+            progress = dataclasses.asdict(self.state) | {"processes": per_process}
+            state = ckpt.checkpoint_state(
+                self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                scaler=self.scaler, progress=progress, cfg_dict=config_to_dict(self.cfg),
+                class_names=self.class_names, fingerprint=self.fingerprint,
+            )
+            ckpt.save_checkpoint(state, self.out_dir / ckpt.LAST)
+            if best:
+                ckpt.save_checkpoint(state, self.out_dir / ckpt.BEST)
+            if epoch_file:
+                ckpt.save_checkpoint(state, self.out_dir / f"epoch_{self.state.epoch + 1}.pt")
+            self._write_bad_files()
+        self._last_save_time = time.monotonic()
+
+    def _write_bad_files(self) -> None:
+        path = self.out_dir / "bad_files.json"
+        path.write_text(json.dumps(dict(sorted(self.state.bad_files.items())), indent=1) + "\n")
+
+    # ------------------------------------------------------------------ logging
+    def _open_logs(self) -> None:
+        if not self.env.is_main:
+            return
+        metrics = self.out_dir / "metrics.jsonl"
+        if metrics.is_file():
+            # Drop lines logged after the checkpoint we resume from: they will be logged again.
+            kept = [line for line in metrics.read_text().splitlines()
+                    if line and json.loads(line).get("step", 0) <= self.state.global_step]
+            metrics.write_text("".join(f"{line}\n" for line in kept))
+        if self.cfg.train.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.info("tensorboard is not installed; logging to metrics.jsonl only")
+            else:
+                self.writer = SummaryWriter(self.out_dir / "tb", purge_step=self.state.global_step)
+
+    def _log(self, kind: str, values: dict[str, Any]) -> None:
+        if not self.env.is_main:
+            return
+        record = {"kind": kind, "epoch": self.state.epoch + 1, "step": self.state.global_step,
+                  **values}
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"{kind}/{key}", value, self.state.global_step)
+
+    # ------------------------------------------------------------------ the loop
+    def _batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(videos, labels) on the device; repeated augmentation flattened into the batch."""
+        video = batch["video"]
+        if "clip_labels" in batch:
+            # (B, K, C, T, H, W) -> (B·K, C, T, H, W); labels (B, K) -> (B·K,)
+            video = video.flatten(0, 1)
+            labels = batch["clip_labels"].flatten()
+        else:
+            labels = batch["label"]
+        for path, reason in batch["skipped"]:
+            self.state.bad_files.setdefault(path, reason)
+        device = self.env.device
+        return video.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    def _micro_step(self, video: torch.Tensor, labels: torch.Tensor, weight: float,
+                    sync: bool) -> None:
+        """Forward and backward of one micro-batch; `weight` = 1 / micro-batches in the step."""
+        autocast = torch.autocast(self.env.device.type, dtype=self.dtype or torch.float32,
+                                  enabled=self.dtype is not None)
+        with self._no_sync(sync):
+            with autocast:
+                logits = self.forward_model(video)
+            loss = F.cross_entropy(logits.float(), labels,
+                                   label_smoothing=self.cfg.optim.label_smoothing)
+            self.scaler.scale(loss * weight).backward()
+        with torch.no_grad():
+            # Summed on the device: reading them back every step would stall the GPU.
+            correct = (logits.argmax(dim=1) == labels).sum()
+            self._pending += torch.stack([loss.detach() * len(labels), correct,
+                                          torch.tensor(len(labels))]).to(self._pending)
+
+    def _flush(self) -> _EpochSums:
+        """Moves the device-side running sums into `self.sums` (one read-back)."""
+        loss, correct, clips = self._pending.tolist()
+        self.sums.add(loss, correct, int(clips))
+        self._pending.zero_()
+        return self.sums
+
+    def _optimizer_step(self) -> None:
+        cfg = self.cfg.optim
+        if cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.state.step_in_epoch += 1
+        self.state.global_step += 1
+
+    def _stop_requested(self) -> bool:
+        max_steps = self.cfg.train.max_steps
+        return max_steps is not None and self.state.global_step >= max_steps
+
+    def _save_due(self) -> bool:
+        cfg = self.cfg.train
+        by_steps = cfg.save_every_steps > 0 and self.state.global_step % cfg.save_every_steps == 0
+        by_time = cfg.save_every_minutes > 0 and (
+            time.monotonic() - self._last_save_time >= 60 * cfg.save_every_minutes
+        )
+        if cfg.save_every_minutes > 0:
+            by_time = broadcast_flag(self.env, by_time)  # clocks differ: rank 0 decides
+        return by_steps or by_time
+
+    def train_epoch(self) -> bool:
+        """Runs the rest of the current epoch; False when stopped early by `max_steps`."""
+        epoch, accum = self.state.epoch, self.cfg.optim.accum_steps
+        skip = self.state.step_in_epoch * accum * self.cfg.optim.batch_size
+        self.sampler.set_epoch(epoch, skip)
+        self.train_set.set_epoch(epoch)
+        self.model.train()
+        num_micro = len(self.loader)
+        bar = tqdm(total=self.steps_per_epoch, initial=self.state.step_in_epoch,
+                   desc=f"epoch {epoch + 1}/{self.cfg.optim.epochs}", unit="step",
+                   disable=not self.show_progress, dynamic_ncols=True, leave=False)
+        clips_window, window_start = 0, time.monotonic()
+        with bar:
+            for i, batch in enumerate(self.loader):
+                if i % accum == 0 and self._stop_requested():
+                    return False
+                group_start = i - i % accum
+                group_size = min(accum, num_micro - group_start)
+                last_in_group = i == group_start + group_size - 1
+                video, labels = self._batch(batch)
+                self._micro_step(video, labels, 1.0 / group_size, sync=last_in_group)
+                clips_window += len(labels)
+                if not last_in_group:
+                    continue
+                self._optimizer_step()
+                bar.update()
+                if self.state.global_step % self.cfg.train.log_every == 0:
+                    elapsed = time.monotonic() - window_start
+                    rate = clips_window * self.env.world_size / max(elapsed, 1e-9)
+                    sums = self._flush()
+                    # loss: running mean over the epoch so far; lr: the head's (last group)
+                    values = {"loss": sums.loss / max(sums.clips, 1),
+                              "lr": self.optimizer.param_groups[-1]["lr"], "clips_per_s": rate}
+                    bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}",
+                                    clips_s=f"{rate:.1f}", eta=self._eta(rate))
+                    self._log("step", values)
+                    clips_window, window_start = 0, time.monotonic()
+                if self._save_due():
+                    self.save()
+        return True
+
+    def _eta(self, clips_per_s: float) -> str:
+        """Time left for the whole run (H:MM:SS) at `clips_per_s`."""
+        steps_left = self.cfg.optim.epochs * self.steps_per_epoch - self.state.global_step
+        clips_per_step = (self.cfg.optim.batch_size * self.cfg.optim.accum_steps
+                          * self.env.world_size * self.cfg.data.repeated_aug)
+        seconds = int(min(steps_left * clips_per_step / max(clips_per_s, 1e-9), 3_599_999))
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+    def end_epoch(self, epoch_seconds: float) -> None:
+        """Reduces the epoch's metrics, validates if due, records history, saves."""
+        sums = self._flush()
+        loss, correct, clips = all_reduce_sum(self.env, [sums.loss, sums.correct, sums.clips])
+        epoch = self.state.epoch + 1
+        entry: dict[str, Any] = {
+            "epoch": epoch, "step": self.state.global_step,
+            "train_loss": loss / max(clips, 1), "train_top1": 100.0 * correct / max(clips, 1),
+            "lr": self.optimizer.param_groups[-1]["lr"], "seconds": epoch_seconds,
+        }
+        every = self.cfg.train.eval_every
+        last = epoch == self.cfg.optim.epochs
+        improved = False
+        if self.has_val and ((every > 0 and epoch % every == 0) or last):
+            result = self.validate()
+            entry |= {"val_top1": result.top1, "val_top5": result.top5,
+                      "val_mean_class_accuracy": result.mean_class_accuracy}
+            if self.state.best_top1 is None or result.top1 > self.state.best_top1:
+                self.state.best_top1 = result.top1
+                improved = True
+        self.state.history.append(entry)
+        self._log("epoch", {k: v for k, v in entry.items() if k not in ("epoch", "step")})
+        if self.env.is_main:
+            log.info("epoch %d: %s", epoch, ", ".join(
+                f"{k} {v:.4g}" for k, v in entry.items() if k not in ("epoch", "step")))
+        self.state.step_in_epoch = self.steps_per_epoch  # the epoch is complete
+        self.save(best=improved, epoch_file=self.cfg.train.keep_epoch_checkpoints)
+        self.sums = _EpochSums()
+        self.state.epoch += 1
+        self.state.step_in_epoch = 0
+
+    def validate(self) -> EvalResult:
+        """The periodic validation: `eval.periodic_views` views of the val split."""
+        cfg = with_views(self.cfg, self.cfg.eval.periodic_views)
+        return evaluate(cfg, model=self.model, split="val", class_names=self.class_names)
+
+    def run(self, resume: Path | None) -> TrainResult:
+        if self.env.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out_dir / "config.yaml")
+        if resume is not None:
+            self.resume(resume)
+        self._open_logs()
+        start = time.monotonic()
+        completed = True
+        try:
+            while self.state.epoch < self.cfg.optim.epochs:
+                epoch_start = time.monotonic()
+                if not self.train_epoch():
+                    self.save()
+                    completed = False
+                    break
+                self.end_epoch(time.monotonic() - epoch_start)
+                if self._stop_requested() and self.state.epoch < self.cfg.optim.epochs:
+                    completed = False
+                    break
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        seconds = time.monotonic() - start
+        final = dict(self.state.history[-1]) if self.state.history else {}
+        if completed:
+            final |= self._final_evaluation()
+        if self.env.is_main and self.state.history and self.cfg.train.plots:
+            plot_curves(self.state.history, self.out_dir / "curves.png")
+        if self.env.is_main:
+            self._write_bad_files()
+        last, best = self.out_dir / ckpt.LAST, self.out_dir / ckpt.BEST
+        return TrainResult(
+            history=self.state.history,
+            last_checkpoint=last if last.is_file() else None,
+            best_checkpoint=best if best.is_file() else None,
+            train_seconds=seconds,
+            final_metrics=final,
+            out_dir=self.out_dir,
+            completed=completed,
+            global_step=self.state.global_step,
+        )
+
+    def _final_evaluation(self) -> dict[str, float]:
+        """Full-view evaluation of the final model on each of `eval.splits` that is set."""
+        metrics: dict[str, float] = {}
+        for split in self.cfg.eval.splits:
+            if getattr(self.cfg.data, split, None) is None:
+                continue
+            result = evaluate(self.cfg, model=self.model, split=split,
+                              out_dir=self.out_dir / f"eval_{split}",
+                              class_names=self.class_names, progress=self.show_progress)
+            metrics |= {f"{split}_{k}": v for k, v in result.summary().items()}
+            self._log("eval", {f"{split}_{k}": v for k, v in result.summary().items()})
+        return metrics
+
+
+def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
+    """Trains (or resumes) a run described by `cfg`, writing into `cfg.train.out_dir`.
+
+    Under torchrun every process calls this; each returns the same history, and only rank 0
+    writes files.
+
+    Args:
+        cfg: the resolved run config.
+        resume: None (fresh start), `"auto"` (`out_dir/last.pt` when present) or a checkpoint.
+        progress: show a tqdm progress bar (rank 0 only).
+
+    Raises:
+        RandomBackboneError: the backbone is frozen, random and not explicitly allowed.
+        CheckpointError: the resume checkpoint is unreadable or its backbone differs.
+        FileExistsError: `out_dir` holds a run already and `resume` is None.
+    """
+    joined_before = dist.is_initialized()
+    env = init_distributed(cfg.train.device)
+    try:
+        resume_path = ckpt.find_resume(resume, cfg.train.out_dir)
+        if resume_path is None and (Path(cfg.train.out_dir) / ckpt.LAST).is_file():
+            raise FileExistsError(
+                f"{Path(cfg.train.out_dir) / ckpt.LAST} exists: pass resume='auto' "
+                "(--resume auto) to continue that run, or choose another train.out_dir (--out)"
+            )
+        return Trainer(cfg, env, progress).run(resume_path)
+    finally:
+        if not joined_before:
+            cleanup(env)

@@ -1,0 +1,98 @@
+"""Checkpoints: contents, atomic writes, RNG round trip, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from test_engine_support import (  # noqa: F401 (fixtures)
+    backbone,
+    one_thread,
+    synthetic,
+    tiny_config,
+    write_backbone,
+)
+
+from aim_video.engine.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from aim_video.engine.evaluate import evaluate
+from aim_video.engine.train import train
+from aim_video.weights import CheckpointError
+
+FAST = {"train__plots": False, "eval__splits": [], "train__max_steps": 1}
+
+
+@pytest.fixture(scope="module")
+def run(synthetic, backbone, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt_run") / "run"
+    result = train(tiny_config(synthetic, out, backbone, **FAST), progress=False)
+    return result.last_checkpoint
+
+
+def test_a_checkpoint_holds_only_the_trained_weights_and_its_provenance(run, backbone):
+    state = load_checkpoint(run)  # torch.load(weights_only=True) inside
+    weights = state["model"]
+    assert "conv1.weight" not in weights
+    assert "transformer.resblocks.0.attn.in_proj_weight" not in weights
+    assert {"head.weight", "temporal_embedding", "ln_post.weight",
+            "transformer.resblocks.1.MLP_Adapter.D_fc2.weight"} <= set(weights)
+    assert state["backbone_source"] == f"openai:{backbone}"
+    assert len(state["backbone_fingerprint"]) == 16
+    assert state["class_names"][:2] == ["moves_left", "moves_right"]
+    assert state["config"]["model"]["width"] == 64 and state["global_step"] == 1
+    assert isinstance(state["processes"][0]["rng"]["torch"], torch.Tensor)
+
+
+def test_truncated_missing_and_foreign_files_are_named_in_clear_errors(run, tmp_path):
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(run.read_bytes()[: run.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=rf"{truncated}: cannot be read as a checkpoint "
+                                              r"\(truncated, corrupt or not a torch file\)"):
+        load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match=rf"{tmp_path / 'nope.pt'}: no such checkpoint"):
+        load_checkpoint(tmp_path / "nope.pt")
+    released = tmp_path / "released.pth"
+    torch.save({"state_dict": {"backbone.conv1.weight": torch.zeros(1)}}, released)
+    with pytest.raises(CheckpointError, match=rf"{released}: not an aim-video training "
+                                              r"checkpoint.*load_aim_checkpoint"):
+        load_checkpoint(released)
+
+
+def test_a_different_backbone_is_refused_naming_both_fingerprints(run, synthetic, tmp_path):
+    other = write_backbone(tmp_path / "other_clip.pt", seed=7)
+    expected = load_checkpoint(run)["backbone_fingerprint"]
+    with pytest.raises(CheckpointError, match=rf"backbone mismatch: the checkpoint was trained on "
+                                              rf"backbone {expected} from .*tiny_clip.pt, but "
+                                              rf"the loaded backbone is [0-9a-f]{{16}} from "
+                                              rf".*other_clip.pt"):
+        evaluate(checkpoint=run, pretrained=str(other))
+    # Resuming on other weights is refused the same way.
+    out = tmp_path / "resume"
+    out.mkdir()
+    shutil.copy(run, out / "last.pt")
+    with pytest.raises(CheckpointError, match="backbone mismatch"):
+        train(tiny_config(synthetic, out, other, **FAST), resume="auto", progress=False)
+
+
+def test_saving_is_atomic(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"format": "x", "value": torch.ones(3)}, path)
+    with pytest.raises((AttributeError, pickle.PicklingError)):
+        save_checkpoint({"value": lambda: None}, path)  # cannot be pickled: fails mid-write
+    assert torch.equal(torch.load(path, weights_only=True)["value"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
+    save_checkpoint({"rng": rng_state()}, tmp_path / "rng.pt")
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first

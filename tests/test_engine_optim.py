@@ -1,0 +1,84 @@
+"""Optimiser parameter groups and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from aim_video.engine.config import OptimConfig
+from aim_video.engine.optim import build_optimizer, build_scheduler, param_groups
+from aim_video.model import AIMConfig, AIMViT, ViTConfig
+
+TINY = ViTConfig(width=32, layers=2, heads=2, patch_size=8, image_size=16)
+
+
+def _groups(model, **optim):
+    return {g["name"]: g for g in param_groups(model, OptimConfig(**optim))}
+
+
+def test_groups_hold_exactly_the_trainable_parameters_split_by_decay_and_head():
+    model = AIMViT(AIMConfig(vit=TINY, num_frames=2, num_classes=3))
+    groups = _groups(model, lr=1e-3, backbone_lr_mult=0.1, weight_decay=0.05)
+    adapters = [f"transformer.resblocks.{i}.{a}.{fc}" for i in range(2)
+                for a in ("T_Adapter", "S_Adapter", "MLP_Adapter") for fc in ("D_fc1", "D_fc2")]
+    assert set(groups) == {"head.decay", "head.no_decay", "backbone.decay", "backbone.no_decay"}
+    assert groups["head.decay"]["names"] == ["head.weight"]
+    assert groups["head.no_decay"]["names"] == ["head.bias"]
+    assert sorted(groups["backbone.decay"]["names"]) == sorted(f"{a}.weight" for a in adapters)
+    assert sorted(groups["backbone.no_decay"]["names"]) == sorted(
+        ["temporal_embedding", "ln_post.weight", "ln_post.bias"] + [f"{a}.bias" for a in adapters]
+    )
+    assert [groups[k]["lr"] for k in sorted(groups)] == pytest.approx([1e-4, 1e-4, 1e-3, 1e-3])
+    assert [groups[k]["weight_decay"] for k in sorted(groups)] == [0.05, 0.0, 0.05, 0.0]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n for g in groups.values() for n in g["names"]} == trainable
+
+
+def test_biases_decay_when_asked_and_full_finetune_groups_the_frozen_norms_as_no_decay():
+    model = AIMViT(AIMConfig(vit=TINY, num_frames=2, num_classes=3, full_finetune=True))
+    groups = _groups(model, no_decay_bias=False)
+    no_decay = set(groups["backbone.no_decay"]["names"])
+    assert {"class_embedding", "positional_embedding", "ln_pre.weight",
+            "transformer.resblocks.0.ln_1.bias"} <= no_decay
+    assert "transformer.resblocks.0.attn.in_proj_bias" in groups["backbone.decay"]["names"]
+    assert "conv1.weight" in groups["backbone.decay"]["names"]
+    assert groups["head.decay"]["names"] == ["head.weight", "head.bias"]
+
+
+def test_schedule_warms_up_linearly_then_follows_the_cosine_to_the_floor():
+    model = AIMViT(AIMConfig(vit=TINY, num_frames=2, num_classes=3))
+    cfg = OptimConfig(lr=1e-3, min_lr=1e-5, epochs=3, warmup_epochs=0.5, backbone_lr_mult=0.5)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=10)  # 30 steps, 5 warm-up
+    head = [g for g in optimizer.param_groups if g["name"] == "head.decay"][0]
+    backbone = [g for g in optimizer.param_groups if g["name"] == "backbone.decay"][0]
+    lrs = []
+    for _ in range(31):
+        lrs.append((head["lr"], backbone["lr"]))
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0][0] == pytest.approx(1e-3 / 5)  # first update already moves
+    assert lrs[4][0] == pytest.approx(1e-3)  # warm-up ends at the peak
+    assert lrs[5][0] == pytest.approx(1e-3)  # cosine starts at the peak
+    mid = 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * 10 / 25))
+    assert lrs[15][0] == pytest.approx(mid)
+    assert lrs[30][0] == pytest.approx(1e-5)  # the floor at the end
+    assert all(b == pytest.approx(0.5 * h) for h, b in lrs)  # backbone groups scale along
+    assert all(a >= b for (a, _), (b, _) in zip(lrs[5:], lrs[6:]))
+
+
+def test_schedule_state_round_trips():
+    model = AIMViT(AIMConfig(vit=TINY, num_frames=2, num_classes=3))
+    cfg = OptimConfig(epochs=2, warmup_epochs=1)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=4)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    opt2 = build_optimizer(model, cfg)
+    sched2 = build_scheduler(opt2, cfg, steps_per_epoch=4)
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(sched.state_dict())
+    opt.step(), sched.step(), opt2.step(), sched2.step()
+    assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in opt2.param_groups]

@@ -1,0 +1,164 @@
+"""The training loop: exact resume, the random-backbone guard, bad files, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from test_engine_support import backbone, one_thread, synthetic, tiny_config  # noqa: F401
+
+from aim_video.engine.checkpoint import RandomBackboneError, load_checkpoint
+from aim_video.engine.evaluate import evaluate
+from aim_video.engine.train import train
+
+FAST = {"train__plots": False, "eval__splits": []}
+
+
+def _trained(path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def _jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_stopped_and_resumed_runs_end_with_the_same_weights(synthetic, backbone, tmp_path):
+    """Dropout, drop-path, augmentation and shuffling are all random: every draw must replay."""
+    straight = train(tiny_config(synthetic, tmp_path / "straight", backbone, **FAST),
+                     progress=False)
+    assert straight.completed and straight.global_step == 8  # 2 epochs x 4 steps
+    reference = _trained(straight.last_checkpoint)
+
+    for stop_at in (3, 4):  # mid-epoch, and exactly at the end of epoch 1
+        out = tmp_path / f"stop{stop_at}"
+        first = train(tiny_config(synthetic, out, backbone, train__max_steps=stop_at, **FAST),
+                      progress=False)
+        assert not first.completed and first.global_step == stop_at
+        resumed = train(tiny_config(synthetic, out, backbone, **FAST), resume="auto",
+                        progress=False)
+        assert resumed.completed and resumed.global_step == 8
+        weights = _trained(resumed.last_checkpoint)
+        assert weights.keys() == reference.keys()
+        for name, tensor in reference.items():
+            assert torch.equal(weights[name], tensor), f"{name} differs after resuming at {stop_at}"
+        assert [h["train_loss"] for h in resumed.history] == pytest.approx(
+            [h["train_loss"] for h in straight.history], abs=1e-6)
+        assert [h["val_top1"] for h in resumed.history] == [h["val_top1"] for h in straight.history]
+        steps = [r["step"] for r in _jsonl(out / "metrics.jsonl") if r["kind"] == "step"]
+        assert steps == list(range(1, 9))  # lines after the checkpoint were not duplicated
+
+
+def test_a_random_frozen_backbone_is_refused_unless_allowed(synthetic, tmp_path):
+    with pytest.raises(RandomBackboneError, match=r"random frozen backbone.*issues #5, #25.*"
+                                                  r"--pretrained PATH.*--allow-random-backbone"):
+        train(tiny_config(synthetic, tmp_path / "refused", None, **FAST), progress=False)
+    assert not (tmp_path / "refused" / "last.pt").exists()
+    cfg = tiny_config(synthetic, tmp_path / "allowed", None, model__allow_random_backbone=True,
+                      train__max_steps=1, **FAST)
+    result = train(cfg, progress=False)
+    assert load_checkpoint(result.last_checkpoint)["backbone_source"] == "random"
+    # The random backbone is seeded by train.seed, so the checkpoint can still be evaluated.
+    assert evaluate(checkpoint=result.last_checkpoint).num_videos == 4
+
+
+def test_gradient_accumulation_equals_the_larger_batch(synthetic, backbone, tmp_path):
+    no_noise = {"model__dropout": 0.0, "model__drop_path": 0.0, "optim__epochs": 1, **FAST}
+    big = train(tiny_config(synthetic, tmp_path / "big", backbone, **no_noise), progress=False)
+    accumulated = train(tiny_config(synthetic, tmp_path / "acc", backbone, optim__batch_size=1,
+                                    optim__accum_steps=2, **no_noise), progress=False)
+    assert big.global_step == accumulated.global_step == 4
+    reference, weights = _trained(big.last_checkpoint), _trained(accumulated.last_checkpoint)
+    for name, tensor in reference.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_repeated_augmentation_grad_checkpointing_and_bf16_run(synthetic, backbone, tmp_path):
+    cfg = tiny_config(synthetic, tmp_path / "run", backbone, data__repeated_aug=2,
+                      train__grad_checkpointing=True, train__precision="bf16",
+                      train__channels_last=True, optim__grad_clip=1.0, optim__epochs=1, **FAST)
+    result = train(cfg, progress=False)
+    assert result.completed and result.global_step == 4
+    steps = _jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert all(math.isfinite(s["loss"]) for s in steps if s["kind"] == "step")
+
+
+def test_a_fresh_run_does_not_overwrite_a_previous_one(synthetic, backbone, tmp_path):
+    cfg = tiny_config(synthetic, tmp_path / "run", backbone, train__max_steps=1, **FAST)
+    train(cfg, progress=False)
+    with pytest.raises(FileExistsError, match=r"last\.pt exists: pass resume='auto'"):
+        train(cfg, progress=False)
+
+
+def test_broken_videos_are_skipped_listed_and_counted(synthetic, backbone, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic, data)
+    (data / "empty.mp4").write_bytes(b"")
+    good = sorted((data / "videos" / "train").rglob("*.mp4"))[0]
+    (data / "truncated.mp4").write_bytes(good.read_bytes()[:300])
+    for split in ("train", "val"):
+        with open(data / f"{split}.txt", "a") as f:
+            f.write("empty.mp4 0\ntruncated.mp4 1\n")
+    cfg = tiny_config(data, tmp_path / "run", backbone, optim__epochs=1,
+                      eval__splits=["val"], train__plots=False)
+    result = train(cfg, progress=False)
+    assert result.completed and result.global_step == 5  # 10 videos / batch 2
+    bad = json.loads((tmp_path / "run" / "bad_files.json").read_text())
+    assert sorted(bad) == [str(data / "empty.mp4"), str(data / "truncated.mp4")]
+    assert all(reason for reason in bad.values())
+    assert result.final_metrics["val_num_videos"] == 6
+    assert result.final_metrics["val_num_bad"] == 2
+    metrics = json.loads((tmp_path / "run" / "eval_val" / "metrics.json").read_text())
+    assert sorted(metrics["bad_files"]) == sorted(bad)
+    # Bad videos count as errors over all videos, and are left out of the readable numbers.
+    readable = result.final_metrics["val_readable_top5"]
+    assert result.final_metrics["val_top5"] == pytest.approx(readable * 4 / 6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg, out) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    result = train(cfg, progress=False)
+    (out / f"rank{rank}.json").write_text(json.dumps(
+        {"steps": result.global_step, "history": result.history}))
+
+
+def test_two_process_ddp_run_on_cpu(synthetic, backbone, tmp_path):
+    # 3 validation videos on 2 processes: padding (as DistributedSampler does) would count one
+    # of them twice.
+    val3 = tmp_path / "val3.txt"
+    val3.write_text("".join((synthetic / "val.txt").read_text().splitlines(True)[:3]))
+    cfg = tiny_config(synthetic, tmp_path / "run", backbone, optim__epochs=1, data__val=val3,
+                      eval__splits=["val"], train__plots=False)
+    # fork: the children start with torch imported, instead of importing it again.
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), cfg, tmp_path), nprocs=2, join=True,
+                       start_method="fork")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["steps"] for r in ranks] == [2, 2]  # 8 videos / (2 processes x batch 2)
+    for history in (r["history"] for r in ranks):
+        del history[0]["seconds"]  # the only per-process entry
+    assert ranks[0]["history"] == ranks[1]["history"]  # metrics reduced over both ranks
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert len(state["processes"]) == 2 and state["global_step"] == 2
+    assert state["history"][0]["val_top1"] is not None
+    assert sorted(os.listdir(tmp_path / "run")) == [
+        "bad_files.json", "best.pt", "config.yaml", "eval_val", "last.pt", "metrics.jsonl"]
+    predictions = _jsonl(tmp_path / "run" / "eval_val" / "predictions.jsonl")
+    assert [p["index"] for p in predictions] == [0, 1, 2]
+    # The sharded validation agrees with a single-process evaluation of the checkpoint.
+    single = evaluate(checkpoint=tmp_path / "run" / "last.pt")
+    assert single.num_videos == 3
+    assert (single.top1, single.top5) == (state["history"][0]["val_top1"],
+                                          state["history"][0]["val_top5"])
