@@ -57,3 +57,17 @@ def test_cli_errors_are_one_line_messages(synthetic, tmp_path, capsys):
     assert "unknown key optim.lr_typo" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "none.pt: no such checkpoint file" in capsys.readouterr().err
+
+
+def test_shorthand_flags_become_config_overrides():
+    from aim_video.cli import build_parser
+    from aim_video.cli.train import config_overrides
+    from aim_video.engine.config import load_config
+
+    args = build_parser().parse_args([
+        "train", "--config", "synthetic_cpu", "--set", "optim.lr=0.01", "--out", "runs/x",
+        "--pretrained", "b.pt", "--allow-random-backbone", "--trust-checkpoint",
+    ])
+    cfg = load_config(args.config, config_overrides(args))
+    assert (cfg.optim.lr, cfg.train.out_dir, cfg.model.pretrained) == (0.01, "runs/x", "b.pt")
+    assert cfg.model.allow_random_backbone and cfg.model.trust_checkpoint

@@ -55,14 +55,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="image backbone weights, e.g. OpenAI CLIP ViT-B-16.pt")
     parser.add_argument("--allow-random-backbone", action="store_true",
                         help="train even though no backbone weights are given (rarely wanted)")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load a --pretrained file that needs full pickle (trusted files only)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from aim_video.engine.train import train  # the heavy imports only when training
-
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The --set overrides plus those that the shorthand flags stand for."""
     overrides = list(args.overrides)
     if args.out:
         overrides.append(f"train.out_dir={args.out}")
@@ -70,9 +71,17 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"model.pretrained={args.pretrained}")
     if args.allow_random_backbone:
         overrides.append("model.allow_random_backbone=true")
+    if args.trust_checkpoint:
+        overrides.append("model.trust_checkpoint=true")
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from aim_video.engine.train import train  # the heavy imports only when training
+
     status: list[int] = []
     with user_errors("train", status):
-        result = train(load_config(args.config, overrides), resume=args.resume,
+        result = train(load_config(args.config, config_overrides(args)), resume=args.resume,
                        progress=not args.no_progress)
     if status:
         return status[0]
