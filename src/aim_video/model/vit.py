@@ -8,19 +8,58 @@ without renaming. Input layout everywhere: (B, C, T, H, W).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import enum
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from aim_video.model.config import AIMConfig
-from aim_video.model.layers import Adapter, Attention, DropPath, QuickGELU
+from aim_video.model.layers import (
+    Adapter,
+    Attention,
+    AutocastLayerNorm,
+    DropPath,
+    MLP,
+    frames_to_tracks,
+    tracks_to_frames,
+)
 
 RANDOM_SOURCE = "random"
 ADAPTER_NAMES = ("T_Adapter_in", "T_Adapter", "S_Adapter", "MLP_Adapter")
 # Parts that AIM adds on top of the image model; trained, and absent from image checkpoints.
 NEW_TOP_LEVEL = ("temporal_embedding", "ln_post", "head")
+
+
+class Recompute(enum.Enum):
+    """What backward recomputes instead of keeping (gradient checkpointing: memory for compute).
+
+    Recomputation stops as soon as the tensors backward needs are back (PyTorch's non-reentrant
+    checkpoint stops early): under MLP and ATTENTION_MLP the frozen output projections (c_proj,
+    out_proj) are not re-run.
+    """
+
+    NOTHING = "nothing"  # keep every activation: fastest, most memory
+    # Recompute the MLP's hidden activation (c_fc) from its normalised input, which the joint
+    # adapter keeps anyway: the largest activation of a block, for one extra c_fc matmul.
+    MLP = "mlp"
+    # Also recompute both CLIP attentions (in-projection and attention kernel) from their
+    # normalised inputs; keep the norms' inputs and the adapters' activations.
+    ATTENTION_MLP = "attention_mlp"
+    # Keep only each block's input and re-run whole blocks: least memory, most recompute.
+    BLOCKS = "blocks"
+
+    @classmethod
+    def of(cls, value: bool | str | Recompute) -> Recompute:
+        """True/False (the config's switch) mean BLOCKS/NOTHING; names are accepted too."""
+        if isinstance(value, bool):
+            return cls.BLOCKS if value else cls.NOTHING
+        try:
+            return cls(value)
+        except ValueError:
+            known = ", ".join(r.value for r in cls)
+            raise ValueError(f"unknown recompute policy {value!r}; known: {known}") from None
 
 
 class AIMBlock(nn.Module):
@@ -46,13 +85,9 @@ class AIMBlock(nn.Module):
         super().__init__()
         hidden = int(width * mlp_ratio)
         self.attn = Attention(width, heads)
-        self.ln_1 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(
-            OrderedDict(
-                c_fc=nn.Linear(width, hidden), gelu=QuickGELU(), c_proj=nn.Linear(hidden, width)
-            )
-        )
-        self.ln_2 = nn.LayerNorm(width)
+        self.ln_1 = AutocastLayerNorm(width)
+        self.mlp = MLP(width, hidden)
+        self.ln_2 = AutocastLayerNorm(width)
         self.scale = scale
         self.temporal = temporal
         # Adapters are created only where switched on, so their keys say what a checkpoint holds.
@@ -65,12 +100,14 @@ class AIMBlock(nn.Module):
         if joint:
             self.MLP_Adapter = Adapter(width, bottleneck_ratio, skip=False)
         self.drop_path = DropPath(drop_path)
+        # Set by Transformer.recompute: which frozen parts backward recomputes.
+        self.recompute_attention = False
+        self.recompute_mlp = False
 
-    def reset_parameters(self) -> None:
-        self.attn.reset_parameters()
-        for linear in (self.mlp.c_fc, self.mlp.c_proj):
-            nn.init.trunc_normal_(linear.weight, std=0.02)
-            nn.init.zeros_(linear.bias)
+    def reset_parameters(self, depth: int) -> None:
+        """CLIP's init for the image block (scaled by the model's `depth`); adapters: AIM's."""
+        self.attn.reset_parameters(depth)
+        self.mlp.reset_parameters(depth)
         for norm in (self.ln_1, self.ln_2):
             norm.reset_parameters()
         for module in self.children():
@@ -80,20 +117,41 @@ class AIMBlock(nn.Module):
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """x: (B·T, L, D), frame-major (all tokens of a frame together)."""
         if self.temporal:
-            xt = self.ln_1(x)
-            if hasattr(self, "T_Adapter_in"):
-                xt = self.T_Adapter_in(xt)
-            xt = self.T_Adapter(self.attn.forward_temporal(xt, frames))
-            x = x + self.drop_path(xt)
-        xs = self.attn(self.ln_1(x))
+            x = self.temporal_adaptation(x, frames)
+        xs = self.recomputed(self.attn, self.ln_1(x), self.recompute_attention)
         if hasattr(self, "S_Adapter"):
             xs = self.S_Adapter(xs)
         x = x + xs
         xn = self.ln_2(x)
-        x = x + self.mlp(xn)
+        x = x + self.recomputed(self.mlp, xn, self.recompute_mlp)
         if hasattr(self, "MLP_Adapter"):
-            x = x + self.drop_path(self.scale * self.MLP_Adapter(xn))
+            x = self.drop_path.add(x, self.MLP_Adapter(xn), self.scale)
         return x
+
+    def temporal_adaptation(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """x + drop_path(T_Adapter(attn over time)): each token position attends over its frames.
+
+        The regrouped tokens are copied once (the normalised ones, in the compute dtype); the
+        result goes back frame-major inside the residual add, without a second copy.
+        """
+        bt, length, width = x.shape
+        xt = frames_to_tracks(self.ln_1(x), frames)  # (B·L, T, D)
+        if hasattr(self, "T_Adapter_in"):
+            xt = self.T_Adapter_in(xt)
+        xt = self.T_Adapter(self.recomputed(self.attn, xt, self.recompute_attention))
+        # Drop-path samples are the B·T frames, i.e. the first two dims of (B, T, L, D).
+        frame_major = x.view(bt // frames, frames, length, width)
+        x = self.drop_path.add(frame_major, tracks_to_frames(xt, length), sample_dims=2)
+        return x.view(bt, length, width)
+
+    @staticmethod
+    def recomputed(
+        module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, recompute: bool
+    ) -> torch.Tensor:
+        """module(x); with `recompute`, only x is kept and backward re-runs module."""
+        if recompute and torch.is_grad_enabled():
+            return checkpoint(module, x, use_reentrant=False)
+        return module(x)
 
 
 class Transformer(nn.Module):
@@ -120,11 +178,24 @@ class Transformer(nn.Module):
             )
             for rate, adapted in zip(rates, cfg.adapted_blocks())
         )
-        self.grad_checkpointing = cfg.grad_checkpointing
+        self.recompute = Recompute.of(cfg.grad_checkpointing)
+
+    @property
+    def recompute(self) -> Recompute:
+        """What backward recomputes; see `Recompute`."""
+        return self._recompute
+
+    @recompute.setter
+    def recompute(self, policy: Recompute) -> None:
+        self._recompute = policy
+        for block in self.resblocks:
+            block.recompute_attention = policy is Recompute.ATTENTION_MLP
+            block.recompute_mlp = policy in (Recompute.MLP, Recompute.ATTENTION_MLP)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        whole_blocks = self._recompute is Recompute.BLOCKS and torch.is_grad_enabled()
         for block in self.resblocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
+            if whole_blocks:
                 x = checkpoint(block, x, frames, use_reentrant=False)
             else:
                 x = block(x, frames)
@@ -172,7 +243,7 @@ class AIMViT(nn.Module):
         for norm in (self.ln_pre, self.ln_post):
             norm.reset_parameters()
         for block in self.transformer.resblocks:
-            block.reset_parameters()
+            block.reset_parameters(self.cfg.vit.layers)
         nn.init.normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
         self.backbone_source = RANDOM_SOURCE
@@ -202,8 +273,9 @@ class AIMViT(nn.Module):
                 names |= {f"{name}.weight", f"{name}.bias"}
         return {n for n, _ in self.named_parameters() if n in names}
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.transformer.grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool | str | Recompute = True) -> None:
+        """Trades compute for memory in training: True (whole blocks), False, or a `Recompute`."""
+        self.transformer.recompute = Recompute.of(enable)
 
     def parameter_counts(self) -> dict[str, int]:
         """Total and trainable parameter counts, and trainable counts per group."""
