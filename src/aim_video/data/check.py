@@ -68,9 +68,11 @@ def _check(task: tuple[VideoRecord, Backend, str]) -> str | None:
 
 
 def _pool_context() -> Any:
-    # fork starts workers at once; spawn would re-import torch (via aim_video) in each.
-    if sys.platform.startswith("linux"):
-        return mp.get_context("fork")
+    # Not fork: forking a process whose torch / FFmpeg thread pools are running can deadlock a
+    # worker (seen once as a hung scan in the test suite). forkserver pays the torch import once,
+    # in the server, and forks clean workers from it.
+    if "forkserver" in mp.get_all_start_methods():
+        return mp.get_context("forkserver")
     return mp.get_context("spawn")
 
 
