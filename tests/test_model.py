@@ -96,26 +96,6 @@ def test_full_finetune_trains_everything():
     assert set(model.trainable_state_dict()) == set(model.state_dict())
 
 
-def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
-    torch.manual_seed(1)
-    plain = AIMViT(tiny(drop_path=0.3)).train()
-    for block in plain.transformer.resblocks:
-        torch.nn.init.normal_(block.MLP_Adapter.D_fc2.weight, std=0.05)
-    ckpt = AIMViT(tiny(drop_path=0.3, grad_checkpointing=True)).train()
-    ckpt.load_state_dict(plain.state_dict())
-    clip = torch.randn(2, 3, 4, 32, 32)
-    outs, grads = [], []
-    for model in (plain, ckpt):
-        torch.manual_seed(7)  # same drop-path and dropout draws
-        out = model(clip)
-        out.square().sum().backward()
-        outs.append(out)
-        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
-    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-6)
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7)
-
-
 @pytest.mark.parametrize(
     "spec, expected",
     [("all", [1] * 6), ("top:2", [0, 0, 0, 0, 1, 1]), ("bottom:2", [1, 1, 0, 0, 0, 0]),

@@ -344,3 +344,8 @@ def test_memory_estimate_orders_the_policies_and_beats_the_reference(throughput)
     peaks = [throughput.estimate(case, cfg, steps=1)["est_peak_mem_gib"] for case in cases]
     # reference > ours > ours recomputing the MLP > ... attention too > whole blocks
     assert peaks == sorted(peaks, reverse=True) and len(set(peaks)) == len(peaks)
+
+
+def test_grad_checkpointing_in_the_config_means_recomputing_whole_blocks():
+    assert AIMViT(tiny(grad_checkpointing=True)).transformer.recompute is Recompute.BLOCKS
+    assert AIMViT(tiny()).transformer.recompute is Recompute.NOTHING
