@@ -366,7 +366,9 @@ def _unpickler_reason(err: BaseException) -> str:
 
 def _torch_load(path: Path, trust: bool) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
+        if trust:  # full pickle: only for files the user vouched for
+            return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "Weights only load failed" not in str(err):
             raise CheckpointError(f"{path}: not a checkpoint ({_first_line(err)})") from err

@@ -284,7 +284,8 @@ def restore_model(model: AIMViT, state: dict[str, Any], path: str | Path) -> Non
                 f"{path}: {name} has shape {tuple(tensor.shape)} in the checkpoint but "
                 f"{tuple(own[name].shape)} in the model"
             )
-    model.load_state_dict(weights, strict=False)
+    # Checked above: the file holds exactly the trainable set; the rest stays as loaded.
+    model.load_state_dict({**model.state_dict(), **weights}, strict=True)
 
 
 def model_from_checkpoint(
