@@ -18,6 +18,7 @@ COMMANDS = (
     "evaluate",
     "predict",
     "check_data",
+    "prepare",
 )
 
 

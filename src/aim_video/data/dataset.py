@@ -3,16 +3,25 @@
 One item is one video. Its frames are decoded once (all clips' frames in one reader
 call), split into clips, and transformed:
 
-* train: `(C, T, H, W)`, or `(K, C, T, H, W)` with `repeated_aug = K > 1` (K clips of the
-  same video, each with its own frames and augmentation; an epoch still visits each video
-  once, so it sees K clips per video and the loader's batch holds K times as many clips).
+* train: `(C, T, H, W)`, or `(K, C, T, H, W)` with `repeated_aug = K > 1`: K clips of the
+  same video, each with its own frames and augmentation, decoded in one reader call (the frames
+  of all K clips are sorted and read in one pass, so K clips cost one open and one seek per
+  keyframe span rather than K). An epoch still visits each video once: it holds K clips per
+  video, a loader batch of B items holds B * K clips, and an epoch has as many optimiser steps
+  as with K = 1 but K times the clips (and K times fewer distinct videos per step).
   `label` is the label after augmentation (a flip with `flip_label_map` may change it); with
   K > 1 it is the video's label and `clip_labels` (K,) holds each clip's own;
+* train with `device_augment`: the host stops once clips can be batched and ships uint8
+  `(T, S, S, 3)` (or `(K, T, S, S, 3)`) with `aug_state` (the state of each clip's generator,
+  uint8 `(5056,)` or `(K, 5056)`); `DeviceAugment` then runs the rest on the training device
+  (see there) and gives exactly what the host would have. `label`/`clip_labels` are then the
+  labels before that part (a device flip may still map them);
 * test: `(V, C, T, H, W)`, the `V = test_clips * test_crops` views of the video, clip-major
   (clip 0 crop 0, clip 0 crop 1, ...).
 
 Randomness comes only from `(cfg.seed, epoch, index)`, never from global state or the
-worker, so a resumed run, a different worker count or a re-run draws the same samples.
+worker, so a resumed run, a different worker count or a re-run draws the same samples. Each
+clip of an item has its own `torch.Generator`, seeded from that, for its augmentation.
 
 Bad files. Decoding fails on missing, empty, truncated or corrupt videos. In training such
 an item is replaced by another index (drawn from the same seeded generator, so the
@@ -33,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from aim_video.data.annotations import Annotations, VideoRecord, load_annotations
 from aim_video.data.decode import VideoDecodeError, open_video
@@ -51,6 +60,7 @@ from aim_video.data.transforms import (
     RandomHorizontalFlip,
     RandomResizedCrop,
     TrainTransform,
+    resize_short_side,
 )
 
 logger = logging.getLogger(__name__)
@@ -99,6 +109,9 @@ class DataConfig:
     normalize: str = "clip"  # mean/std: "clip" (CLIP models) or "imagenet"
     num_workers: int = 4  # data loader worker processes per GPU
     repeated_aug: int = 1  # clips drawn from each decoded training video (K)
+    # Flip, colour jitter, normalisation and erasing of training clips on the training device
+    # (the loader ships uint8 crops, 4x fewer bytes); None: on when training on a GPU.
+    device_augment: bool | None = None
     seed: int = 0  # base of every random draw: (seed, epoch, index) fixes a sample
 
     def __post_init__(self) -> None:
@@ -173,6 +186,92 @@ def build_eval_transform(cfg: DataConfig) -> EvalTransform:
     )
 
 
+def host_augment(
+    transform: TrainTransform, clip: Tensor, label: int, generator: torch.Generator
+) -> tuple[Tensor, int]:
+    """The host's share of `transform` when the device augments (`DataConfig.device_augment`).
+
+    The short-side resize and the random resized crop, which give every clip the size it is
+    batched at; with RandAugment also the flip and RandAugment themselves: RandAugment picks
+    other ops for every clip, and its geometric ops do not commute with the flip before it.
+    Draws from `generator` exactly what `transform` draws in these steps, so `DeviceAugment`
+    can continue from the generator's state.
+
+    Args:
+        transform: the full training transform.
+        clip: uint8 (T, H, W, 3).
+        label: the clip's label.
+        generator: the clip's generator.
+
+    Returns:
+        uint8 (T, S, S, 3), S = the crop size, and the label after these steps.
+    """
+    clip = resize_short_side(clip, transform.short_side)
+    clip = transform.crop(clip, generator)
+    if transform.randaugment is not None:
+        clip, label = transform.flip(clip, label, generator)
+        clip = transform.randaugment(clip, generator)
+    return clip, label
+
+
+def _restore_generator(state: Tensor) -> torch.Generator:
+    generator = torch.Generator()
+    # A copy: `set_state` crashes on a view into a batch (a row past the first, torch 2.x).
+    generator.set_state(state.clone())
+    return generator
+
+
+class DeviceAugment:
+    """The device's share of a training transform, on a batch where it is trained.
+
+    Flip (unless RandAugment is on, see `host_augment`), colour jitter, normalisation and
+    random erasing: per-pixel work on uint8 clips that are 4x smaller than the float clips it
+    makes, so the loader's workers and the host-to-device copy are spared the float clips.
+    Each clip's generator is restored from the state the host shipped, so every draw is the
+    one `TrainTransform` would have made next on the host: on the CPU the result is the host
+    path's bit for bit; on a GPU jitter and normalisation may differ by float rounding.
+
+    Args:
+        transform: the training transform the dataset was built with
+            (`VideoDataset.train_transform`).
+    """
+
+    def __init__(self, transform: TrainTransform) -> None:
+        self.transform = transform
+
+    def __call__(self, video: Tensor, labels: Tensor, states: Tensor) -> tuple[Tensor, Tensor]:
+        """Augment a batch.
+
+        Args:
+            video: uint8 (B, T, S, S, 3), on the device.
+            labels: int64 (B,) on the CPU, as the loader gives them (a flip may map them).
+            states: uint8 (B, 5056), each clip's generator state, as the loader gives them.
+
+        Returns:
+            float (B, 3, T, S, S) and int64 labels (B,), both on `video`'s device.
+        """
+        t = self.transform
+        generators = [_restore_generator(state) for state in states]
+        new_labels = labels.tolist()
+        clips = list(video.unbind(0))  # B x (T, S, S, 3)
+        changed = False
+        for i, generator in enumerate(generators):
+            before = clips[i]
+            if t.randaugment is None:
+                clips[i], new_labels[i] = t.flip(clips[i], new_labels[i], generator)
+            if t.jitter is not None:
+                clips[i] = t.jitter(clips[i], generator)
+            changed |= clips[i] is not before
+        out = t.normalize(torch.stack(clips) if changed else video)  # (B, 3, T, S, S)
+        if t.erasing is not None:
+            for i, generator in enumerate(generators):
+                clip = out[i]  # (3, T, S, S)
+                erased = t.erasing(clip, generator)
+                if erased is not clip:
+                    out[i] = erased
+        return out, torch.tensor(new_labels, dtype=torch.int64, device=video.device)
+
+
 # Files already warned about in this process: a bad file is drawn again every epoch.
 _warned_paths: set[str] = set()
 
@@ -188,7 +287,8 @@ class VideoDataset(Dataset):
 
     Args:
         annotations: the videos and their labels.
-        cfg: sampling, augmentation and decoding settings.
+        cfg: sampling, augmentation and decoding settings; `cfg.device_augment` None counts as
+            off here (the trainer decides it by the device).
         mode: "train" (random clips, bad files replaced) or "test" (all views, bad files
             flagged).
     """
@@ -204,6 +304,7 @@ class VideoDataset(Dataset):
         self.sampling = build_sampling(cfg)
         self.train_transform = build_train_transform(cfg)
         self.eval_transform = build_eval_transform(cfg)
+        self.device_augment = bool(cfg.device_augment) and mode == "train"
         # In shared memory so that `set_epoch` also reaches persistent loader workers.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -232,8 +333,10 @@ class VideoDataset(Dataset):
 
     def _train_item(self, index: int) -> dict[str, Any]:
         rng = self.rng(index)
-        generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         num_clips = self.cfg.repeated_aug
+        generators = [
+            torch.Generator().manual_seed(int(rng.integers(2**63 - 1))) for _ in range(num_clips)
+        ]
         skipped: list[tuple[str, str]] = []
         requested = index
         for _ in range(MAX_CONSECUTIVE_FAILURES):
@@ -249,7 +352,7 @@ class VideoDataset(Dataset):
                 skipped.append((record.path, err.reason))
                 index = int(rng.integers(len(self.records)))
                 continue
-            item = self._augment(clips, record.label, generator)
+            item = self._augment(clips, record.label, generators)
             return item | {"index": index, "ok": True, "skipped": skipped}
         last_path, last_reason = skipped[-1]
         raise RuntimeError(
@@ -258,18 +361,28 @@ class VideoDataset(Dataset):
         )
 
     def _augment(
-        self, clips: Tensor, label: int, generator: torch.Generator
+        self, clips: Tensor, label: int, generators: list[torch.Generator]
     ) -> dict[str, Any]:
-        """`video` and `label` of a training item from uint8 clips (K, T, H, W, 3)."""
-        videos, labels = zip(*(self.train_transform(clip, label, generator) for clip in clips))
+        """`video` and `label` (and `aug_state`) of a training item from uint8 clips
+        (K, T, H, W, 3), clip k augmented with `generators[k]`."""
+        augment = host_augment if self.device_augment else TrainTransform.__call__
+        videos, labels = zip(*(
+            augment(self.train_transform, clip, label, g) for clip, g in zip(clips, generators)
+        ))
+        item: dict[str, Any]
         if len(videos) == 1:
             # The label after augmentation: a flip with a label map may change it.
-            return {"video": videos[0], "label": labels[0]}  # video (C, T, H, W)
-        return {
-            "video": torch.stack(videos),  # (K, C, T, H, W)
-            "label": label,
-            "clip_labels": torch.tensor(labels, dtype=torch.int64),  # (K,)
-        }
+            item = {"video": videos[0], "label": labels[0]}  # (C, T, H, W) or uint8 (T, S, S, 3)
+        else:
+            item = {
+                "video": torch.stack(videos),  # (K, C, T, H, W) or uint8 (K, T, S, S, 3)
+                "label": label,
+                "clip_labels": torch.tensor(labels, dtype=torch.int64),  # (K,)
+            }
+        if self.device_augment:
+            states = [g.get_state() for g in generators]  # K x (5056,)
+            item["aug_state"] = states[0] if len(states) == 1 else torch.stack(states)
+        return item
 
     def _test_item(self, index: int) -> dict[str, Any]:
         record = self.records[index]
@@ -336,17 +449,21 @@ def collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Stack items into a batch: `video` (B, ...), `label`/`index` int64, `ok` bool (B,).
 
     `skipped` becomes one list of every `(path, reason)` in the batch; `clip_labels`
-    (repeated augmentation) is stacked to (B, K) when present.
+    (repeated augmentation) is stacked to (B, K) and `aug_state` (device augmentation) to
+    (B, 5056) or (B, K, 5056) when present.
     """
     out: dict[str, Any] = {
-        "video": torch.stack([item["video"] for item in batch]),
+        # default_collate stacks straight into shared memory in a loader worker, saving the
+        # copy that sending a batch to the main process would make.
+        "video": default_collate([item["video"] for item in batch]),
         "label": torch.tensor([item["label"] for item in batch], dtype=torch.int64),
         "index": torch.tensor([item["index"] for item in batch], dtype=torch.int64),
         "ok": torch.tensor([item["ok"] for item in batch], dtype=torch.bool),
         "skipped": [entry for item in batch for entry in item["skipped"]],
     }
-    if "clip_labels" in batch[0]:
-        out["clip_labels"] = torch.stack([item["clip_labels"] for item in batch])
+    for key in ("clip_labels", "aug_state"):
+        if key in batch[0]:
+            out[key] = default_collate([item[key] for item in batch])
     return out
 
 

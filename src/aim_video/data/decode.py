@@ -27,6 +27,7 @@ import bisect
 import os
 import re
 import string
+import threading
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any, Literal
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 Backend = Literal["pyav", "decord", "frames"]
 BACKENDS: tuple[str, ...] = ("pyav", "decord", "frames")
@@ -43,12 +45,39 @@ BACKENDS: tuple[str, ...] = ("pyav", "decord", "frames")
 # durations); a larger shortfall means the file was cut off.
 MISSING_TAIL_TOLERANCE = 8
 
+# Frames decoded per `read` call when a reader without a streaming decoder iterates over a video.
+_ITER_CHUNK = 32
+
 # AVI timestamps follow decode order, so frames there are counted instead (see PyAVReader).
 _DECODE_ORDER_TIMESTAMP_FORMATS = frozenset({"avi"})
 
-# A seek flushes the decoder (and the frames in flight in its threads), so it only pays when it
-# skips at least this many frames of decoding.
-_MIN_FRAMES_SKIPPED_BY_SEEK = 8
+# A seek (an index look-up and a decoder flush) costs about a fifth of decoding one 340x256
+# P-frame, so a single-threaded decoder seeks as soon as that skips one frame of decoding.
+# With frame threads a flush also discards the frames in flight in every thread: seek only when
+# that skips at least 8 frames.
+_MIN_FRAMES_SKIPPED_BY_SEEK = 1
+_MIN_FRAMES_SKIPPED_BY_SEEK_THREADED = 8
+
+
+_converters = threading.local()
+
+# PyAV's default (0) gives every swscale context a pool of one thread per CPU: costly to start
+# for every frame, idle beside busy loader workers, and dead in a forked worker that inherits
+# the context (the conversion then waits for them forever).
+_CONVERTER_THREADS = 1
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's frame converter, kept across frames and files.
+
+    `VideoFrame.to_ndarray` builds a new swscale context for every frame, which costs more than
+    converting a 340x256 frame; a kept one is rebuilt only when sizes or formats change. One per
+    thread, as a context must not be used by two at once.
+    """
+    converter = getattr(_converters, "reformatter", None)
+    if converter is None:
+        converter = _converters.reformatter = VideoReformatter()
+    return converter
 
 
 class VideoDecodeError(RuntimeError):
@@ -155,6 +184,26 @@ class VideoReader(abc.ABC):
         frames = self._read_sorted(sorted(set(order)), (out_h, out_w))
         return np.stack([frames[i] for i in order])
 
+    def iter_frames(
+        self, *, size: tuple[int, int] | None = None, short_side: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Every frame, 0 to `num_frames - 1`, one at a time: what `read(range(num_frames))`
+        returns, without holding the whole video in memory.
+
+        Args:
+            size: Decode to exactly this (height, width).
+            short_side: Decode so the shorter side has this length, keeping the aspect ratio.
+
+        Yields:
+            uint8 RGB frames, (H, W, 3).
+
+        Raises:
+            VideoDecodeError: a frame cannot be decoded.
+        """
+        for start in range(0, self.num_frames, _ITER_CHUNK):
+            chunk = range(start, min(start + _ITER_CHUNK, self.num_frames))
+            yield from self.read(chunk, size=size, short_side=short_side)
+
     @abc.abstractmethod
     def _read_sorted(self, indices: list[int], out_hw: tuple[int, int]) -> dict[int, np.ndarray]:
         """Decode sorted, unique, in-range frame indices to (H, W, 3) arrays of size `out_hw`."""
@@ -230,6 +279,10 @@ class PyAVReader(VideoReader):
             self._stream = self._container.streams.video[0]
             if self._threads:
                 self._stream.thread_type = "AUTO"
+            else:
+                # PyAV's default (0) starts one slice thread per CPU at every open: on a 16-core
+                # host that is 16 threads per clip, which H.264 files with one slice never use.
+                self._stream.codec_context.thread_count = 1
 
     def _setup(self) -> None:
         if not self._container.streams.video:
@@ -342,16 +395,54 @@ class PyAVReader(VideoReader):
                 f"(of {self.num_frames} declared): truncated or corrupt",
             )
         last_index, frame = last
-        if indices[-1] - last_index > MISSING_TAIL_TOLERANCE:
-            raise VideoDecodeError(
-                self.path,
-                f"truncated: the stream ends at frame {last_index} "
-                f"but {self.num_frames} frames are declared",
-            )
+        self._check_tail(last_index, indices[-1])
         array = self._to_array(frame, out_hw)
         for index in indices[done:]:
             out[index] = array
         return len(indices)
+
+    def _check_tail(self, last_decoded: int, last_wanted: int) -> None:
+        """Raise if the stream ends too far before `last_wanted` for clamping to be right."""
+        if last_wanted - last_decoded > MISSING_TAIL_TOLERANCE:
+            raise VideoDecodeError(
+                self.path,
+                f"truncated: the stream ends at frame {last_decoded} "
+                f"but {self.num_frames} frames are declared",
+            )
+
+    def iter_frames(
+        self, *, size: tuple[int, int] | None = None, short_side: int | None = None
+    ) -> Iterator[np.ndarray]:
+        out_hw = output_size(self.height, self.width, size=size, short_side=short_side)
+        for frame in self.iter_av_frames():
+            yield self._to_array(frame, out_hw)
+
+    def iter_av_frames(self) -> Iterator[av.VideoFrame]:
+        """Every frame, 0 to `num_frames - 1`, as decoded (`av.VideoFrame`, native size and
+        pixel format) in one pass from the start.
+
+        Frame `i` is the one `read([i])` returns: a gap in the timestamps repeats the next
+        frame shown and a stream that ends a little early repeats its last frame (the same
+        object is yielded again).
+
+        Raises:
+            VideoDecodeError: the stream cannot be decoded or is truncated.
+        """
+        next_index = 0
+        last_index = -1
+        for index, frame in self._frames_from(0, set(range(self.num_frames))):
+            while next_index <= index and next_index < self.num_frames:
+                yield frame
+                next_index += 1
+            if next_index == self.num_frames:
+                return
+            last_index = index
+        if last_index < 0:
+            raise VideoDecodeError(self.path, "no frame decodes: truncated or corrupt")
+        self._check_tail(last_index, self.num_frames - 1)
+        while next_index < self.num_frames:
+            yield frame
+            next_index += 1
 
     def _frames_from(self, target: int, wanted: set[int]) -> Iterator[tuple[int, Any]]:
         """Decoded (index, frame) pairs in display order, the first one at or before `target`.
@@ -424,12 +515,19 @@ class PyAVReader(VideoReader):
         far enough ahead that seeking to it skips real work (and no wanted frame is in
         flight in the decoder, as all sent frames come before that keyframe)."""
         k = bisect.bisect_right(self._keyframes, next_wanted) - 1
-        return k >= 0 and self._keyframes[k] - self._fed_up_to > _MIN_FRAMES_SKIPPED_BY_SEEK
+        if self._threads:
+            least = _MIN_FRAMES_SKIPPED_BY_SEEK_THREADED
+        else:
+            least = _MIN_FRAMES_SKIPPED_BY_SEEK
+        return k >= 0 and self._keyframes[k] - self._fed_up_to > least
 
     def _to_array(self, frame: Any, out_hw: tuple[int, int]) -> np.ndarray:
         # Scaling inside FFmpeg's converter is much cheaper than converting full-size RGB first.
         height, width = out_hw
-        return frame.to_ndarray(width=width, height=height, format="rgb24")
+        rgb = _reformatter().reformat(
+            frame, width=width, height=height, format="rgb24", threads=_CONVERTER_THREADS
+        )
+        return rgb.to_ndarray()
 
 
 class DecordReader(VideoReader):

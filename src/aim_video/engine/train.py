@@ -2,9 +2,11 @@
 
 `train(cfg)` builds the model (refusing a random frozen backbone unless asked), the data, the
 optimiser and schedule, then runs epochs of mixed-precision steps with gradient accumulation,
-validating and checkpointing as configured. Everything random is seeded, and a checkpoint
-stores the position inside the epoch and every process's RNG state, so a run that is stopped
-and resumed ends with the same weights as one that ran straight through.
+validating and checkpointing as configured. With `data.device_augment` (by default on a
+GPU) the loader ships uint8 crops and the flip, colour jitter, normalisation and erasing run on
+the device (`DeviceAugment`), drawing what the loader would have. Everything random is seeded,
+and a checkpoint stores the position inside the epoch and every process's RNG state, so a run
+that is stopped and resumed ends with the same weights as one that ran straight through.
 
 The run folder (`train.out_dir`) receives `config.yaml`, `last.pt`, `best.pt`, `metrics.jsonl`,
 `bad_files.json`, `curves.png`, TensorBoard events (`tb/`, when installed) and, after the
@@ -32,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from aim_video.data.dataset import build_dataset, collate
+from aim_video.data.dataset import DeviceAugment, build_dataset, collate
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import RunConfig, config_to_dict, save_config, with_views
 from aim_video.engine.distributed import (
@@ -118,7 +120,13 @@ class Trainer:
         self._last_save_time = time.monotonic()
 
         seed_everything(cfg.train.seed + env.rank)
-        self.train_set = build_dataset(cfg.data, "train")
+        on_device = cfg.data.device_augment
+        if on_device is None:
+            on_device = env.device.type == "cuda"
+        self.train_set = build_dataset(dataclasses.replace(cfg.data, device_augment=on_device),
+                                       "train")
+        # With device augmentation the loader ships uint8 crops; this finishes them.
+        self.device_augment = DeviceAugment(self.train_set.train_transform) if on_device else None
         self.class_names = list(self.train_set.class_names)
         self.has_val = cfg.data.val is not None
         self.model = self._build_model()
@@ -294,18 +302,24 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def _batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(videos, labels) on the device; repeated augmentation flattened into the batch."""
-        video = batch["video"]
+        """(videos, labels) on the device; repeated augmentation flattened into the batch,
+        device augmentation applied."""
+        video, states = batch["video"], batch.get("aug_state")
         if "clip_labels" in batch:
-            # (B, K, C, T, H, W) -> (B·K, C, T, H, W); labels (B, K) -> (B·K,)
+            # (B, K, C, T, H, W) -> (B·K, C, T, H, W), or uint8 (B, K, T, S, S, 3) ->
+            # (B·K, T, S, S, 3); labels (B, K) -> (B·K,); states (B, K, 5056) -> (B·K, 5056)
             video = video.flatten(0, 1)
             labels = batch["clip_labels"].flatten()
+            states = None if states is None else states.flatten(0, 1)
         else:
             labels = batch["label"]
         for path, reason in batch["skipped"]:
             self.state.bad_files.setdefault(path, reason)
         device = self.env.device
-        return video.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        video = video.to(device, non_blocking=True)
+        if self.device_augment is not None:
+            return self.device_augment(video, labels, states)  # float (B, C, T, S, S), labels
+        return video, labels.to(device, non_blocking=True)
 
     def _micro_step(self, video: torch.Tensor, labels: torch.Tensor, weight: float,
                     sync: bool) -> None:
