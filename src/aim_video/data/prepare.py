@@ -8,11 +8,12 @@ as `VideoReader.read` returns it, scaled by the same converter, so frame indices
 rates stay the same and samplers pick the same frames; audio is dropped.
 
 Measured on 10 s 340x256 Kinetics-like videos (docs/benchmarks.md, "Data loading"): with the
-defaults (`gop=4`, `crf=20`) an 8-frame training clip costs a loader worker about 3x less CPU
-than the x264-default originals, and 4-5x less than decord on them; the files are about 5x the
-originals' size (synthetic videos with much fine texture: ~2 Mbit/s at 340x256) and 36-37 dB
-PSNR against them. `gop=8` is 15-20% slower at 0.7x the size; `gop=1` (every frame a keyframe;
-give `crf=14` for 35 dB) is 0-30% faster at 2.6x the size.
+defaults (`gop=4`, `crf=20`) and device augmentation an 8-frame training clip costs a loader
+worker about 3x less CPU than the x264-default originals (5-6x less than decord on those:
+37-47 clips per busy core-second on a 2-core EPYC); the files are about 5x the originals'
+size (synthetic videos with much fine texture: ~2 Mbit/s at 340x256) and 36-37 dB PSNR
+against them. `gop=8` costs 10-40% more CPU per clip at 0.7x the size; `gop=1` (every frame a
+keyframe; give `crf=14` for 35 dB) saves 0-26% at 2.6x the size.
 
 The output folder receives the videos (under the path each had below the sources' common
 folder, extension ``.mp4``), an MMAction2 list with the same labels and order pointing at them by
@@ -78,7 +79,7 @@ class EncodeSettings:
     short_side: int = 256  # short side of the prepared frames: the training short side (even)
     gop: int = 4  # frames from one keyframe to the next; 1: all keyframes (use crf 14 then)
     crf: float = 20.0  # x264 constant rate factor: lower keeps more detail in larger files
-    preset: str = "fast"  # x264 preset: slower ones give slightly smaller files, same decoding
+    preset: str = "fast"  # x264 preset: "superfast" encodes ~4x sooner into ~25% larger files
 
     def __post_init__(self) -> None:
         if self.short_side < 2 or self.short_side % 2:
