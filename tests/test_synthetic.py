@@ -281,6 +281,36 @@ def test_same_seed_gives_the_same_frames_with_any_worker_count(tmp_path, small_s
     assert not np.array_equal(changed, render_clip(0, np.random.default_rng((3, 0, 0)), 8, 32))
 
 
+def test_a_subset_of_pairs_keeps_their_clips_and_relabels_them(tmp_path):
+    pairs = ["grows", "moves_up"]
+    assert class_names("motion", pairs) == ["grows", "shrinks", "moves_up", "moves_down"]
+    # Label 2 of the subset renders what label 2 of the full set (moves_up) renders.
+    for label, full in ((0, 4), (1, 5), (2, 2), (3, 3)):
+        np.testing.assert_array_equal(
+            render_clip(label, np.random.default_rng(1), 8, 32, pairs=pairs),
+            render_clip(full, np.random.default_rng(1), 8, 32))
+    info = _cli_then_call(tmp_path, pairs)  # written by the CLI, reused by the call
+    assert info.reused
+    assert info.class_names == ("grows", "shrinks", "moves_up", "moves_down")
+    assert (tmp_path / "classes.txt").read_text().splitlines() == list(info.class_names)
+    assert Counter(label for _, label in _read_list(info.train_list)) == {k: 2 for k in range(4)}
+    assert json.loads((tmp_path / "meta.json").read_text())["params"]["pairs"] == pairs
+    with pytest.raises(ValueError, match=r"motion pairs must be distinct names among .*'grows'"):
+        class_names("motion", ["grows", "spins"])
+    with pytest.raises(ValueError, match="motion pairs must be distinct"):
+        class_names("motion", ["grows", "grows"])
+    with pytest.raises(ValueError, match="the appearance task has none"):
+        class_names("appearance", ["grows"])
+
+
+def _cli_then_call(root: Path, pairs: list[str]):
+    assert _cli(["make-synthetic", str(root), "--num-train", "8", "--num-val", "4", "--frames",
+                 "4", "--size", "16", "--workers", "1", "--no-progress",
+                 "--pairs", ",".join(pairs)]) == 0
+    return make_synthetic(root, num_train=8, num_val=4, frames=4, size=16, workers=1,
+                          progress=False, pairs=pairs)
+
+
 def test_bad_parameters_are_refused(tmp_path):
     with pytest.raises(ValueError, match="size must be even"):
         make_synthetic(tmp_path, **{**SMALL, "size": 33})
@@ -319,20 +349,39 @@ def test_cli_writes_then_reuses(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_synthetic_images_are_labelled_by_shape_colour_and_texture():
-    images, labels, head_sizes = synthetic_images(300, size=32, seed=5, chunk=128)
+def test_synthetic_images_are_labelled_by_shape_colour_texture_and_placement():
+    images, labels, head_sizes, attributes = synthetic_images(300, size=32, seed=5, chunk=128)
     assert images.dtype == torch.uint8 and images.shape == (300, 3, 32, 32)
     assert labels.dtype == torch.int64 and labels.shape == (300, 3)
     assert head_sizes == [len(SHAPES), len(COLOURS), len(synthetic.TEXTURES)]
     for head, size in enumerate(head_sizes):
         assert set(labels[:, head].tolist()) == set(range(size))  # every class shows up
-    # The colour label is the colour of the object in the pixels.
+    assert attributes.dtype == torch.float32 and attributes.shape == (300, 4)
+    x, y, radius, opacity = attributes.T
+    assert 0 < x.min() and x.max() < 1 and 0 < y.min() and y.max() < 1
+    assert synthetic.STILL_RADIUS[0] <= radius.min() and radius.max() <= synthetic.STILL_RADIUS[1]
+    opaque = opacity == 1.0
+    assert 0.4 < opaque.float().mean() < 0.6 and opacity.min() < 0.1  # half opaque, half faded
     frames = images.permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
-    hits = [_object_colour(f) == COLOURS[c][0] for f, c in zip(frames, labels[:, 1].tolist())]
+    # The colour label is the colour of the object in the pixels (of the opaque objects).
+    hits = [_object_colour(f) == COLOURS[c][0]
+            for f, c, o in zip(frames, labels[:, 1].tolist(), opaque.tolist()) if o]
     assert np.mean(hits) >= 0.95
+    # The position is where the object is: the centroid of its most saturated pixels.
+    checked = 0
+    for f, (px, py, r, o) in zip(frames, attributes.tolist(), strict=True):
+        if o < 1 or r < 0.15:
+            continue
+        pixels = f.astype(np.float64) / 255
+        saturation = pixels.max(-1) - pixels.min(-1)
+        rows, cols = np.nonzero(saturation >= np.quantile(saturation, 0.98))
+        assert abs((cols.mean() + 0.5) / 32 - px) < r and abs((rows.mean() + 0.5) / 32 - py) < r
+        checked += 1
+    assert checked >= 50
 
     again = synthetic_images(200, size=32, seed=5)  # other n and chunk: the same images
     assert torch.equal(again.images, images[:200]) and torch.equal(again.labels, labels[:200])
+    assert torch.equal(again.attributes, attributes[:200])
     assert not torch.equal(synthetic_images(20, size=32, seed=6).images, images[:20])
 
 

@@ -12,6 +12,7 @@ import logging
 import sys
 
 COMMANDS = (
+    "demo",
     "info",
     "make_synthetic",
     "train",

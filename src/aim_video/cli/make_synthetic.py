@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="fixes every video's content")
     parser.add_argument("--task", choices=TASKS, default="motion",
                         help="motion: time-reversal pairs; appearance: shape x colour classes")
+    parser.add_argument("--pairs", default=None, metavar="NAME,...",
+                        help="motion task: keep only these time-reversal pairs, named by their "
+                             "forward class (e.g. moves_left,grows); default all five")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes (default: all CPU cores)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -45,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
             task=args.task,
             workers=args.workers,
             progress=not args.no_progress,
+            pairs=args.pairs.split(",") if args.pairs else None,
         )
     except ValueError as err:  # bad parameters: a one-line message, not a traceback
         print(f"aim-video make-synthetic: error: {err}", file=sys.stderr)

@@ -6,11 +6,9 @@ files, whose headers still promise every frame), in worker processes.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +16,7 @@ from tqdm import tqdm
 
 from aim_video.data.annotations import Annotations, VideoRecord
 from aim_video.data.decode import Backend, VideoDecodeError, open_video
+from aim_video.data.pool import process_pool
 
 
 @dataclass(frozen=True)
@@ -67,15 +66,6 @@ def _check(task: tuple[VideoRecord, Backend, str]) -> str | None:
     return check_entry(*task)
 
 
-def _pool_context() -> Any:
-    # Not fork: forking a process whose torch / FFmpeg thread pools are running can deadlock a
-    # worker (seen once as a hung scan in the test suite). forkserver pays the torch import once,
-    # in the server, and forks clean workers from it.
-    if "forkserver" in mp.get_all_start_methods():
-        return mp.get_context("forkserver")
-    return mp.get_context("spawn")
-
-
 def scan(
     annotations: Annotations,
     backend: Backend = "pyav",
@@ -118,5 +108,5 @@ def _results(tasks: list[tuple[VideoRecord, Backend, str]], workers: int) -> Ite
         yield from map(_check, tasks)
         return
     chunk = max(1, min(16, len(tasks) // (4 * workers)))
-    with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+    with process_pool(workers) as pool:
         yield from pool.map(_check, tasks, chunksize=chunk)

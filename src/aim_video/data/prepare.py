@@ -31,16 +31,14 @@ must not write into the same folder at the same time.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import av
 from av.video.reformatter import VideoReformatter
@@ -55,7 +53,14 @@ from aim_video.data.annotations import (
     save_list_file,
 )
 from aim_video.data.check import BadEntry
-from aim_video.data.decode import Backend, PyAVReader, VideoDecodeError, VideoReader, open_video
+from aim_video.data.decode import (
+    Backend,
+    PyAVReader,
+    VideoDecodeError,
+    VideoReader,
+    open_video,
+)
+from aim_video.data.pool import process_pool
 
 SUFFIX = ".mp4"
 SETTINGS_FILE = "prepare.json"
@@ -315,18 +320,13 @@ def _convert(task: _Task) -> str | None:
     return None
 
 
-def _pool_context() -> Any:
-    # fork starts workers at once; spawn would re-import torch (via aim_video) in each.
-    return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-
-
 def _run(tasks: list[_Task], workers: int) -> Iterator[tuple[int, str | None]]:
     """(task index, reason or None) as conversions finish."""
     if workers <= 1 or len(tasks) <= 1:
         for i, task in enumerate(tasks):
             yield i, _convert(task)
         return
-    pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=_pool_context())
+    pool = process_pool(min(workers, len(tasks)))
     try:
         futures = {pool.submit(_convert, task): i for i, task in enumerate(tasks)}
         for future in as_completed(futures):

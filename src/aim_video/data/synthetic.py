@@ -38,7 +38,6 @@ import math
 import os
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -47,6 +46,8 @@ import av
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from aim_video.data.pool import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -451,14 +452,36 @@ APPEARANCE_CLASSES: tuple[tuple[int, int], ...] = tuple(
 )
 
 
-def class_names(task: Task = "motion") -> list[str]:
+def motion_pairs(pairs: tuple[str, ...] | list[str] | None = None) -> tuple[MotionPair, ...]:
+    """The motion pairs named by their forward class (``"moves_left"``, ...), in that order.
+
+    None gives all of ``MOTION_PAIRS``.
+
+    Raises:
+        ValueError: an unknown or repeated name.
+    """
+    if pairs is None:
+        return MOTION_PAIRS
+    by_name = {pair.forward: pair for pair in MOTION_PAIRS}
+    unknown = [name for name in pairs if name not in by_name]
+    if unknown or len(set(pairs)) != len(pairs) or not pairs:
+        raise ValueError(f"motion pairs must be distinct names among {sorted(by_name)} "
+                         f"(each pair's forward class), got {list(pairs)}")
+    return tuple(by_name[name] for name in pairs)
+
+
+def class_names(task: Task = "motion", pairs: tuple[str, ...] | list[str] | None = None
+                ) -> list[str]:
     """The class names of a task, in label order.
 
-    For the motion task, class ``2p + 1`` is the time reversal of class ``2p``.
+    For the motion task, class ``2p + 1`` is the time reversal of class ``2p``; ``pairs``
+    (forward class names) keeps only those pairs, in that order.
     """
     _check_task(task)
     if task == "motion":
-        return [name for pair in MOTION_PAIRS for name in (pair.forward, pair.backward)]
+        return [name for pair in motion_pairs(pairs) for name in (pair.forward, pair.backward)]
+    if pairs is not None:
+        raise ValueError("pairs selects motion classes; the appearance task has none")
     return [f"{COLOURS[c][0]}_{SHAPES[s].name}" for s, c in APPEARANCE_CLASSES]
 
 
@@ -486,6 +509,7 @@ def render_clip(
     frames: int = 16,
     size: int = 64,
     task: Task = "motion",
+    pairs: tuple[str, ...] | list[str] | None = None,
 ) -> np.ndarray:
     """Render one random clip of a class.
 
@@ -493,16 +517,17 @@ def render_clip(
     when ``rng`` and ``rng'`` start in the same state.
 
     Args:
-        class_index: label in ``class_names(task)``.
+        class_index: label in ``class_names(task, pairs)``.
         rng: consumed; fixes everything random about the clip.
         frames: clip length.
         size: frame side in pixels.
         task: "motion" or "appearance".
+        pairs: the motion pairs in use (see `motion_pairs`); None: all.
 
     Returns:
         uint8 (T, H, W, 3) RGB frames.
     """
-    num_classes = len(class_names(task))
+    num_classes = len(class_names(task, pairs))
     if not 0 <= class_index < num_classes:
         raise ValueError(f"class index {class_index} out of range for the {task} task "
                          f"({num_classes} classes)")
@@ -510,7 +535,7 @@ def render_clip(
         raise ValueError(f"need frames >= 2 and size >= 8, got frames={frames}, size={size}")
     if task == "motion":
         pair_index, backwards = divmod(class_index, 2)
-        pair = MOTION_PAIRS[pair_index]
+        pair = motion_pairs(pairs)[pair_index]
         clip = _render_motion(pair, rng, frames, size, _sample_look(rng, shapes=pair.shapes))
         return np.ascontiguousarray(clip[::-1]) if backwards else clip
     shape, colour = APPEARANCE_CLASSES[class_index]
@@ -526,30 +551,43 @@ def render_clip(
 # ----------------------------------------------------------------------------------------------
 
 IMAGE_HEADS: tuple[str, ...] = ("shape", "colour", "texture")
+# Continuous attributes of each still: centre x and y and circumradius as fractions of the image
+# side, and opacity. They span what the motion classes vary (place, size, opacity), so a model
+# pretrained to read them off one frame sees what changes between frames; they are properties of
+# a single image, never a motion label.
+IMAGE_ATTRIBUTES: tuple[str, ...] = ("x", "y", "size", "opacity")
+STILL_RADIUS = (0.06, 0.32)  # circumradius / side: the range the motion classes pass through
 
 
 class SyntheticImages(NamedTuple):
     images: torch.Tensor  # uint8 (N, 3, H, W)
     labels: torch.Tensor  # int64 (N, 3): shape, colour and texture ids (IMAGE_HEADS order)
     head_sizes: list[int]  # number of classes of each label column
+    attributes: torch.Tensor  # float32 (N, 4): IMAGE_ATTRIBUTES, each in [0, 1]
 
 
 def _sample_still(
     rng: np.random.Generator, size: int
 ) -> tuple[Look, np.ndarray, tuple[float, float, float, float, float]]:
-    """One still image's object, background and placement ``(cx, cy, radius, angle, alpha)``."""
+    """One still image's object, background and placement ``(cx, cy, radius, angle, alpha)``.
+
+    Half the objects are opaque, the other half have a uniform opacity in [0, 1] (the fading
+    classes pass through all of it).
+    """
     look = _sample_look(rng)
     background = _sample_background(rng, size, look)
-    radius = rng.uniform(0.15, 0.35) * size
+    radius = rng.uniform(*STILL_RADIUS) * size
     cx, cy = rng.uniform(radius, size - radius, 2)
-    return look, background, (cx, cy, radius, rng.uniform(0, 2 * math.pi), 1.0)
+    angle = rng.uniform(0, 2 * math.pi)
+    alpha = 1.0 if rng.uniform() < 0.5 else rng.uniform(0.0, 1.0)
+    return look, background, (cx, cy, radius, angle, alpha)
 
 
 def synthetic_images(n: int, size: int = 32, seed: int = 0, chunk: int = 256) -> SyntheticImages:
-    """Still images of random objects, labelled by shape, colour and texture.
+    """Still images of random objects, labelled by shape, colour, texture and placement.
 
     The same renderer, shapes, colours, textures and backgrounds as the videos; random position,
-    size and rotation. Never labelled by motion.
+    size, rotation and opacity. Never labelled by motion.
 
     Args:
         n: number of images.
@@ -558,24 +596,29 @@ def synthetic_images(n: int, size: int = 32, seed: int = 0, chunk: int = 256) ->
         chunk: images rendered per vectorised batch (bounds memory).
 
     Returns:
-        ``SyntheticImages(images, labels, head_sizes)``.
+        ``SyntheticImages(images, labels, head_sizes, attributes)``.
     """
     images = np.zeros((n, size, size, 3), np.uint8)
     looks: list[Look] = []
+    places = np.zeros((n, 5))
     # Chunk by chunk, so float backgrounds for large n never sit in memory at once.
     for lo in range(0, n, chunk):
         stills = [_sample_still(np.random.default_rng([seed, _IMAGE_STREAM, i]), size)
                   for i in range(lo, min(n, lo + chunk))]
         part = [look for look, _, _ in stills]
         backgrounds = np.stack([background for _, background, _ in stills])
-        pose = Pose(*np.array([place for _, _, place in stills]).T)  # fields of shape (B,)
+        places[lo : lo + len(stills)] = [place for _, _, place in stills]
+        pose = Pose(*places[lo : lo + len(stills)].T)  # fields of shape (B,)
         images[lo : lo + len(stills)] = render_frames(part, pose, backgrounds, size)
         looks += part
     labels = torch.tensor([[look.shape, look.colour, look.texture] for look in looks],
                           dtype=torch.int64).reshape(n, len(IMAGE_HEADS))
+    cx, cy, radius, _, alpha = places.T
+    attributes = torch.from_numpy(np.stack([cx / size, cy / size, radius / size, alpha], 1))
     # (N, H, W, 3) -> (N, 3, H, W)
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    return SyntheticImages(tensor, labels, [len(SHAPES), len(COLOURS), len(TEXTURES)])
+    return SyntheticImages(tensor, labels, [len(SHAPES), len(COLOURS), len(TEXTURES)],
+                           attributes.float().reshape(n, len(IMAGE_ATTRIBUTES)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -603,13 +646,21 @@ class SyntheticInfo:
 
 
 @dataclass(frozen=True)
+class _Render:
+    """What every clip of a set shares."""
+
+    frames: int
+    size: int
+    task: Task
+    pairs: tuple[str, ...] | None  # motion pairs in use; None: all
+
+
+@dataclass(frozen=True)
 class _Job:
     path: Path  # final location; written through a temporary file and renamed
     label: int
     seed: tuple[int, int, int]  # (seed, split stream, index): independent of worker count
-    frames: int
-    size: int
-    task: Task
+    render: _Render
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int = FPS, crf: int = CRF) -> None:
@@ -636,13 +687,13 @@ def write_video(path: Path, frames: np.ndarray, fps: int = FPS, crf: int = CRF) 
 
 
 def _run_job(job: _Job) -> None:
-    clip = render_clip(job.label, np.random.default_rng(job.seed), job.frames, job.size, job.task)
+    r = job.render
+    clip = render_clip(job.label, np.random.default_rng(job.seed), r.frames, r.size, r.task, r.pairs)
     write_video(job.path, clip)
 
 
 def _jobs(
-    root: Path, split: str, count: int, names: list[str], seed: int, frames: int, size: int,
-    task: Task,
+    root: Path, split: str, count: int, names: list[str], seed: int, render: _Render
 ) -> list[_Job]:
     """Balanced labels: index i gets class i mod K, so class counts differ by at most one."""
     return [
@@ -650,9 +701,7 @@ def _jobs(
             path=root / "videos" / split / names[i % len(names)] / f"{i:05d}.mp4",
             label=i % len(names),
             seed=(seed, _SPLIT_STREAMS[split], i),
-            frames=frames,
-            size=size,
-            task=task,
+            render=render,
         )
         for i in range(count)
     ]
@@ -699,7 +748,7 @@ def _generate(jobs: list[_Job], workers: int, progress: bool) -> None:
                 _run_job(job)
                 bar.update()
             return
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        with process_pool(min(workers, len(jobs))) as pool:
             chunksize = max(1, min(16, len(jobs) // (4 * workers)))
             for _ in pool.map(_run_job, jobs, chunksize=chunksize):
                 bar.update()
@@ -715,6 +764,7 @@ def make_synthetic(
     task: Task = "motion",
     workers: int | None = None,
     progress: bool = True,
+    pairs: tuple[str, ...] | list[str] | None = None,
 ) -> SyntheticInfo:
     """Write the synthetic benchmark as H.264 mp4 files with MMAction2 video lists.
 
@@ -733,6 +783,8 @@ def make_synthetic(
         task: "motion" (time-reversal pairs) or "appearance" (shape x colour, random motion).
         workers: processes rendering and encoding; default the CPUs this process may use.
         progress: show a tqdm progress bar.
+        pairs: motion task only: keep these pairs, named by their forward class (e.g.
+            ``("moves_left", "grows")``), in this label order; None: all five.
 
     Returns:
         Where the set lives and what it holds.
@@ -745,11 +797,14 @@ def make_synthetic(
     if num_train < 0 or num_val < 0:
         raise ValueError(f"video counts must be >= 0, got train={num_train}, val={num_val}")
     root = Path(out_dir)
-    names = class_names(task)
+    pairs = None if pairs is None else tuple(pairs)
+    names = class_names(task, pairs)
     params = dict(version=SYNTHETIC_VERSION, task=task, seed=seed, num_train=num_train,
-                  num_val=num_val, frames=frames, size=size, fps=FPS, crf=CRF)
+                  num_val=num_val, frames=frames, size=size, fps=FPS, crf=CRF,
+                  pairs=None if pairs is None else list(pairs))
+    render = _Render(frames, size, task, pairs)
     splits = {
-        split: _jobs(root, split, count, names, seed, frames, size, task)
+        split: _jobs(root, split, count, names, seed, render)
         for split, count in (("train", num_train), ("val", num_val))
     }
     all_jobs = splits["train"] + splits["val"]

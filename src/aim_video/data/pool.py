@@ -1,0 +1,17 @@
+"""Process pools for the data tools (check-data, prepare, make-synthetic).
+
+Workers start from a forkserver, never by forking the calling process: forking a process whose
+torch or FFmpeg thread pools are running can deadlock the child (seen once as a hung scan in the
+test suite). The forkserver pays the imports once and forks clean workers from itself.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of `workers` processes started from a forkserver (spawn where there is none)."""
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
