@@ -70,7 +70,8 @@ def test_variants_train_what_their_names_say(tmp_path):
     assert counts["linear_probe"] < counts["spatial"] < counts["spatial_temporal"] < counts["aim"]
     assert counts["aim"] <= 0.15 * counts["full_finetune"]
     full = demo.variant_config("full_finetune", demo.FULL, data, tmp_path, tmp_path, 1)
-    assert full.optim.lr == demo.FULL.finetune_lr and full.model.full_finetune
+    assert full.optim.pretrained_lr_mult == demo.FULL.pretrained_lr_mult < 1
+    assert full.model.full_finetune
 
 
 def test_unknown_variant_is_refused_before_any_work(tmp_path, capsys):
@@ -81,15 +82,19 @@ def test_unknown_variant_is_refused_before_any_work(tmp_path, capsys):
     assert "unknown demo variants ['spatio']" in capsys.readouterr().err
 
 
-def test_a_folder_from_another_plan_is_cleared(tmp_path):
-    (tmp_path / "runs" / "aim").mkdir(parents=True)
-    (tmp_path / "runs" / "aim" / "last.pt").write_bytes(b"old")
-    (tmp_path / "plan.json").write_text(json.dumps(demo.FULL.fingerprint()))
-    demo._claim(tmp_path, demo.FULL)
-    assert (tmp_path / "runs" / "aim" / "last.pt").is_file()  # same plan: kept
-    demo._claim(tmp_path, demo.QUICK)
-    assert not (tmp_path / "runs").exists()
-    assert json.loads((tmp_path / "plan.json").read_text()) == demo.QUICK.fingerprint()
+def test_runs_made_with_other_settings_are_cleared_and_plans_keep_theirs_apart(tmp_path):
+    full = demo._claim(tmp_path / "runs" / "full", demo.FULL)
+    (full / "aim").mkdir()
+    (full / "aim" / "last.pt").write_bytes(b"old")
+    quick = demo._claim(tmp_path / "runs" / "quick", demo.QUICK)
+    assert demo._claim(tmp_path / "runs" / "full", demo.FULL) == full
+    assert (full / "aim" / "last.pt").is_file() and quick.is_dir()  # same settings: kept
+    changed = dataclasses.replace(demo.FULL, lr=1e-3)
+    demo._claim(tmp_path / "runs" / "full", changed)
+    assert not (full / "aim").exists()
+    assert json.loads((full / "plan.json").read_text()) == changed.fingerprint()
+    # Which variants run is not a setting of the runs.
+    assert dataclasses.replace(demo.FULL, variants=("aim",)).fingerprint() == demo.FULL.fingerprint()
 
 
 @pytest.mark.slow
@@ -111,9 +116,9 @@ def test_quick_demo_shows_that_order_needs_temporal_adaptation(tmp_path, capsys)
     assert "aim" in printed and "top-1" in printed and "report.json" in printed
 
     # Everything is cached: a rerun trains nothing and reports the same numbers.
-    before = {name: (out / "runs" / name / "last.pt").stat().st_mtime_ns for name in rows}
+    runs = out / "runs" / "quick"
+    before = {name: (runs / name / "last.pt").stat().st_mtime_ns for name in rows}
     again = demo.run_demo(out, quick=True, progress=False)
     assert {n: v.top1 for n, v in again.variants.items()} == {n: r["top1"] for n, r in rows.items()}
     assert again.standin.reused and again.data.reused
-    assert before == {name: (out / "runs" / name / "last.pt").stat().st_mtime_ns
-                      for name in rows}
+    assert before == {name: (runs / name / "last.pt").stat().st_mtime_ns for name in rows}

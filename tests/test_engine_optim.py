@@ -37,13 +37,23 @@ def test_groups_hold_exactly_the_trainable_parameters_split_by_decay_and_head():
 
 def test_biases_decay_when_asked_and_full_finetune_groups_the_frozen_norms_as_no_decay():
     model = AIMViT(AIMConfig(vit=TINY, num_frames=2, num_classes=3, full_finetune=True))
-    groups = _groups(model, no_decay_bias=False)
-    no_decay = set(groups["backbone.no_decay"]["names"])
+    groups = _groups(model, no_decay_bias=False, lr=1e-3, backbone_lr_mult=0.5,
+                     pretrained_lr_mult=0.2)
+    no_decay = set(groups["pretrained.no_decay"]["names"])
     assert {"class_embedding", "positional_embedding", "ln_pre.weight",
             "transformer.resblocks.0.ln_1.bias"} <= no_decay
-    assert "transformer.resblocks.0.attn.in_proj_bias" in groups["backbone.decay"]["names"]
-    assert "conv1.weight" in groups["backbone.decay"]["names"]
+    assert "transformer.resblocks.0.attn.in_proj_bias" in groups["pretrained.decay"]["names"]
+    assert "conv1.weight" in groups["pretrained.decay"]["names"]
     assert groups["head.decay"]["names"] == ["head.weight", "head.bias"]
+    # The image model's own weights get their own lr; adapters and ln_post keep the backbone's.
+    assert "transformer.resblocks.0.T_Adapter.D_fc1.weight" in groups["backbone.decay"]["names"]
+    assert {"temporal_embedding", "ln_post.weight"} <= set(groups["backbone.no_decay"]["names"])
+    lrs = {name: g["lr"] for name, g in groups.items()}
+    assert lrs == pytest.approx({"head.decay": 1e-3, "backbone.decay": 5e-4,
+                                 "backbone.no_decay": 5e-4, "pretrained.decay": 1e-4,
+                                 "pretrained.no_decay": 1e-4})
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n for g in groups.values() for n in g["names"]} == trainable
 
 
 def test_schedule_warms_up_linearly_then_follows_the_cosine_to_the_floor():

@@ -64,20 +64,20 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "linear_probe": Variant(
         "frozen + linear head",
-        dict(spatial=False, temporal=False, joint=False, temporal_embedding=False), True),
+        {"spatial": False, "temporal": False, "joint": False, "temporal_embedding": False}, True),
     "spatial": Variant(
         "spatial adapter only",
-        dict(spatial=True, temporal=False, joint=False, temporal_embedding=False), True),
+        {"spatial": True, "temporal": False, "joint": False, "temporal_embedding": False}, True),
     "spatial_temporal": Variant(
         "spatial + temporal adapters",
-        dict(spatial=True, temporal=True, joint=False, temporal_embedding=True), False),
+        {"spatial": True, "temporal": True, "joint": False, "temporal_embedding": True}, False),
     "aim": Variant(
         "AIM (spatial + temporal + joint)",
-        dict(spatial=True, temporal=True, joint=True, temporal_embedding=True), False),
+        {"spatial": True, "temporal": True, "joint": True, "temporal_embedding": True}, False),
     "full_finetune": Variant(
         "full fine-tuning (space-time)",
-        dict(spatial=True, temporal=True, joint=True, temporal_embedding=True,
-             full_finetune=True), False),
+        {"spatial": True, "temporal": True, "joint": True, "temporal_embedding": True,
+         "full_finetune": True}, False),
 }
 
 
@@ -105,14 +105,22 @@ class Plan:
     clip_frames: int
     temporal_in: bool  # T_Adapter_in before the temporal attention (the paper's SSv2 recipe)
     epochs: int
-    batch_size: int
+    batch_size: int  # videos per step; each gives `clips_per_video` clips
+    clips_per_video: int  # repeated augmentation: clips drawn from one decoded video
+    warmup_epochs: float
     lr: float  # AdamW peak lr of the adapters and head
-    finetune_lr: float  # peak lr when the whole backbone trains
+    pretrained_lr_mult: float  # lr factor of the image model's weights in full fine-tuning
     test_clips: int  # multi-view testing: clips per video (x 1 crop: frames are already square)
+    eval_every: int  # validate (1 view) every N epochs for the curves; 0: only the final test
     variants: tuple[str, ...]
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (tuples become lists), so it compares equal to what was written."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
     def fingerprint(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        """What the cached data, stand-in and runs depend on (not which variants run)."""
+        return {k: v for k, v in self.to_dict().items() if k != "variants"}
 
 
 # The two motion pairs that move the object and the two that change its size and opacity. The
@@ -122,24 +130,18 @@ class Plan:
 DEMO_PAIRS = ("moves_left", "moves_up", "grows", "fades_in")
 
 FULL = Plan(
-    name="full", num_train=3200, num_val=400, video_frames=16, size=32, pairs=DEMO_PAIRS,
+    name="full", num_train=2400, num_val=400, video_frames=16, size=32, pairs=DEMO_PAIRS,
     width=64, layers=4, heads=4, patch_size=8,
-    standin_images=20000, standin_steps=1500, standin_batch=64, standin_lr=3e-3,
-    clip_frames=4, temporal_in=True, epochs=6, batch_size=16, lr=5e-3, finetune_lr=1e-3,
-    test_clips=2, variants=tuple(VARIANTS),
+    standin_images=16000, standin_steps=1000, standin_batch=64, standin_lr=3e-3,
+    clip_frames=4, temporal_in=True, epochs=5, batch_size=16, clips_per_video=1,
+    warmup_epochs=0.3, lr=5e-3, pretrained_lr_mult=0.1, test_clips=2, eval_every=2,
+    variants=tuple(VARIANTS),
 )
+# The same data and stand-in (so either plan reuses what the other made), fewer epochs and the
+# three variants that make the point.
 QUICK = dataclasses.replace(
-    FULL, name="quick", num_train=1600, num_val=200, standin_images=8000, standin_steps=500,
-    epochs=3,
+    FULL, name="quick", epochs=3, eval_every=0, variants=("linear_probe", "spatial", "aim"),
 )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 # ------------------------------------------------------------------------------ the stand-in
@@ -151,6 +153,11 @@ class Standin:
     metrics: dict[str, float]  # held-out accuracy per label head, R² per attribute
     seconds: float  # pretraining wall time (0 when reused)
     reused: bool
+
+
+# The attributes (where the object is, how big, how opaque) are what the motion classes change,
+# so their regression gets this weight against the three classification losses.
+ATTRIBUTE_WEIGHT = 4.0
 
 
 def standin_vit(plan: Plan) -> ViTConfig:
@@ -184,7 +191,8 @@ def _standin_losses(
         losses.append(F.cross_entropy(outputs[:, start:start + size], labels[:, k]))
         start += size
     targets = (attributes - centre) / scale
-    losses.append(F.mse_loss(outputs[:, start:], targets, reduction="none").mean(0).sum())
+    attribute_loss = F.mse_loss(outputs[:, start:], targets, reduction="none").mean(0).sum()
+    losses.append(ATTRIBUTE_WEIGHT * attribute_loss)
     return torch.stack(losses).sum()
 
 
@@ -227,8 +235,9 @@ def pretrain_standin(folder: Path, plan: Plan, progress: bool = True) -> Standin
     images = _normalise(data.images)
     centre = data.attributes[:-held_out].mean(0)
     scale = data.attributes[:-held_out].std(0)
-    torch.manual_seed(0)
-    model = _image_model(standin_vit(plan), sum(data.head_sizes) + len(IMAGE_ATTRIBUTES))
+    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
+        torch.manual_seed(0)
+        model = _image_model(standin_vit(plan), sum(data.head_sizes) + len(IMAGE_ATTRIBUTES))
     optimiser = torch.optim.AdamW(model.parameters(), lr=plan.standin_lr, weight_decay=0.05)
     warmup = max(1, plan.standin_steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -265,7 +274,6 @@ def variant_config(name: str, plan: Plan, data: SyntheticInfo, standin: Path, ou
                    workers: int) -> RunConfig:
     """The run config of one variant: the `synthetic_cpu` preset at the plan's sizes."""
     variant = VARIANTS[name]
-    finetune = variant.model.get("full_finetune", False)
     temporal_in = plan.temporal_in and variant.model["temporal"]
     overrides = [
         f"model.width={plan.width}", f"model.layers={plan.layers}", f"model.heads={plan.heads}",
@@ -278,9 +286,11 @@ def variant_config(name: str, plan: Plan, data: SyntheticInfo, standin: Path, ou
         f"data.num_frames={plan.clip_frames}", f"data.input_size={plan.size}",
         f"data.short_side={plan.size}", f"data.test_clips={plan.test_clips}",
         f"data.num_workers={workers}",
+        f"data.repeated_aug={plan.clips_per_video}",
         f"optim.epochs={plan.epochs}", f"optim.batch_size={plan.batch_size}",
-        f"optim.lr={plan.finetune_lr if finetune else plan.lr}",
-        f"train.out_dir={out_dir}", "train.device=cpu",
+        f"optim.warmup_epochs={plan.warmup_epochs}", f"optim.lr={plan.lr}",
+        f"optim.pretrained_lr_mult={plan.pretrained_lr_mult}",
+        f"train.out_dir={out_dir}", "train.device=cpu", f"train.eval_every={plan.eval_every}",
     ]
     return load_config(PRESET, overrides)
 
@@ -304,21 +314,18 @@ class VariantResult:
                 "order_blind": VARIANTS[self.name].order_blind, "run": str(self.out_dir)}
 
 
-def run_variant(cfg: RunConfig, name: str, progress: bool) -> VariantResult:
+def run_variant(cfg: RunConfig, name: str, num_classes: int, progress: bool) -> VariantResult:
     """Trains one variant (resuming its run folder when it holds one) and evaluates it."""
     out_dir = Path(cfg.train.out_dir)
     resume = "auto" if (out_dir / ckpt.LAST).is_file() else None
     result: TrainResult = train(cfg, resume=resume, progress=progress)
-    counts = ckpt.model_from_config(cfg, len(synthetic_names(cfg))).parameter_counts()
+    with torch.device("meta"):  # shapes only
+        counts = AIMViT(cfg.aim_config(num_classes)).parameter_counts()
     return VariantResult(
         name=name, top1=result.final_metrics["val_top1"], top5=result.final_metrics["val_top5"],
         trainable_params=counts["trainable"], total_params=counts["total"],
         train_seconds=sum(h["seconds"] for h in result.history), history=result.history,
         out_dir=out_dir)
-
-
-def synthetic_names(cfg: RunConfig) -> list[str]:
-    return Path(str(cfg.data.class_names)).read_text().split()
 
 
 # ------------------------------------------------------------------------------ the report
@@ -333,7 +340,7 @@ class DemoReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "plan": self.plan.fingerprint(),
+            "plan": self.plan.to_dict(),
             "classes": list(self.data.class_names),
             "standin": {"path": str(self.standin.path), "metrics": self.standin.metrics},
             "variants": {name: v.row() for name, v in self.variants.items()},
@@ -370,8 +377,10 @@ def run_demo(out_dir: str | Path = "aim-video-demo", quick: bool = False, progre
     """Runs the whole demo into `out_dir` (see the module docstring); resumable.
 
     Args:
-        out_dir: the output folder. One made by another plan (quick vs full) is cleared first.
-        quick: the smaller plan (`QUICK`).
+        out_dir: the output folder. The quick and full plans share its data and stand-in and
+            keep their runs apart (``runs/quick/``, ``runs/full/``); the report files are the
+            last plan's.
+        quick: the shorter plan (`QUICK`).
         progress: progress bars.
         workers: data loader processes per run.
         variants: a subset of `VARIANTS` to run (default the plan's).
@@ -384,7 +393,7 @@ def run_demo(out_dir: str | Path = "aim-video-demo", quick: bool = False, progre
             raise ValueError(f"unknown demo variants {unknown}; choose from {list(VARIANTS)}")
         plan = dataclasses.replace(plan, variants=tuple(variants))
     out = Path(out_dir)
-    _claim(out, plan)
+    runs = _claim(out / "runs" / plan.name, plan)
     data = make_synthetic(out / "data", num_train=plan.num_train, num_val=plan.num_val,
                           frames=plan.video_frames, size=plan.size, seed=0,
                           pairs=plan.pairs, progress=progress)
@@ -393,24 +402,25 @@ def run_demo(out_dir: str | Path = "aim-video-demo", quick: bool = False, progre
     results: dict[str, VariantResult] = {}
     for i, name in enumerate(plan.variants):
         log.info("variant %d/%d: %s (%s)", i + 1, len(plan.variants), name, VARIANTS[name].label)
-        cfg = variant_config(name, plan, data, standin.path, out / "runs" / name, workers)
-        results[name] = run_variant(cfg, name, progress)
+        cfg = variant_config(name, plan, data, standin.path, runs / name, workers)
+        results[name] = run_variant(cfg, name, len(data.class_names), progress)
         log.info("%s: top-1 %.1f%%", name, results[name].top1)
     report = DemoReport(plan, data, standin, results, time.monotonic() - start, out)
     write_report(report)
     return report
 
 
-def _claim(out: Path, plan: Plan) -> None:
-    """Marks `out` as this plan's; what another plan left there (data, runs) is removed."""
-    out.mkdir(parents=True, exist_ok=True)
-    marker = out / "plan.json"
+def _claim(runs: Path, plan: Plan) -> Path:
+    """Marks the plan's runs folder as made with these settings; runs made with other settings
+    (an older version of the plan) are removed, since resuming them would mix the two."""
+    marker = runs / "plan.json"
     previous = _read_json(marker)
     if previous is not None and previous != plan.fingerprint():
-        log.info("%s holds a demo made with other settings: starting over", out)
-        for part in ("runs", "standin"):
-            shutil.rmtree(out / part, ignore_errors=True)
+        log.info("%s holds runs made with other settings: starting them over", runs)
+        shutil.rmtree(runs)
+    runs.mkdir(parents=True, exist_ok=True)
     _write_json(marker, plan.fingerprint())
+    return runs
 
 
 def write_report(report: DemoReport) -> None:
@@ -531,7 +541,8 @@ def plot_examples(report: DemoReport, path: Path, frames: int = 8,
         axes[row, 0].set_title(f"{names[label]}  |  " + "  |  ".join(guesses), fontsize=7,
                                loc="left")
     fig.suptitle("validation clips, time running left to right, with predictions", fontsize=9)
-    fig.tight_layout()
+    # Titles run across the row, wider than their axes: lay out by hand, not tight_layout.
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.93, wspace=0.06, hspace=0.5)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

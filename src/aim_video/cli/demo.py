@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"aim-video demo: error: {err}", file=sys.stderr)
         return 2
     standin = report.standin.metrics
-    print(f"\nstand-in for CLIP (held-out stills): "
+    print("\nstand-in for CLIP (held-out stills): "
           + ", ".join(f"{k} {v}" for k, v in standin.items()))
     print(f"\nAIM ablation, {len(report.data.class_names)} classes in time-reversal pairs "
           f"(order-blind ceiling 50%), {report.plan.test_clips}-clip testing:\n")

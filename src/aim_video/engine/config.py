@@ -97,6 +97,8 @@ class OptimConfig:
     weight_decay: float = 0.05  # AdamW decoupled weight decay (not on norms, embeddings)
     no_decay_bias: bool = True  # no weight decay on biases either
     backbone_lr_mult: float = 1.0  # lr factor for every trainable parameter except the head
+    # Further factor for the image model's own weights when they train (full fine-tuning).
+    pretrained_lr_mult: float = 1.0
     epochs: int = 30  # training epochs; the schedule spans all of them
     warmup_epochs: float = 2.5  # linear warm-up length, converted to optimiser steps
     min_lr: float = 0.0  # the cosine's floor for the head's lr (other groups scale with it)

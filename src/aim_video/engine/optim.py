@@ -1,9 +1,11 @@
 """AdamW parameter groups and the per-step cosine schedule with linear warm-up.
 
-Groups are (head | backbone) x (decay | no_decay) over the model's trainable parameters only:
-frozen weights never reach the optimiser, so its state stays adapter-sized. "backbone" here is
-everything trainable except the head, as in MMAction2's `custom_keys={'backbone': ...}` (the
-adapters, temporal embedding and ln_post all live under `backbone.` there).
+Groups are (head | backbone | pretrained) x (decay | no_decay) over the model's trainable
+parameters only: frozen weights never reach the optimiser, so its state stays adapter-sized.
+"backbone" here is everything trainable except the head, as in MMAction2's
+`custom_keys={'backbone': ...}` (the adapters, temporal embedding and ln_post all live under
+`backbone.` there); "pretrained" splits off the image model's own weights, which train only in
+full fine-tuning and usually want a smaller lr than the freshly initialised adapters.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from aim_video.model import parameter_group
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
-    """AdamW groups of the trainable parameters, each named `{head|backbone}.{decay|no_decay}`.
+    """AdamW groups of the trainable parameters, named `{head|backbone|pretrained}.{decay|no_decay}`.
 
     No decay on the model's `no_weight_decay()` set (norms, embeddings) and, with
-    `cfg.no_decay_bias`, on biases. The backbone groups' lr is `cfg.lr * cfg.backbone_lr_mult`.
+    `cfg.no_decay_bias`, on biases. The backbone groups' lr is `cfg.lr * cfg.backbone_lr_mult`,
+    the pretrained groups' (full fine-tuning only) that times `cfg.pretrained_lr_mult`.
     Every group carries `names` (its parameter names) so that membership is inspectable.
 
     Args:
@@ -34,11 +37,14 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        part = "head" if parameter_group(name) == "head" else "backbone"
+        # parameter_group calls the image model's own weights "backbone": here "pretrained".
+        group = parameter_group(name)
+        part = {"head": "head", "backbone": "pretrained"}.get(group, "backbone")
         decays = name not in no_decay and not (cfg.no_decay_bias and name.endswith(".bias"))
         key = f"{part}.{'decay' if decays else 'no_decay'}"
         if key not in groups:
-            lr_mult = 1.0 if part == "head" else cfg.backbone_lr_mult
+            lr_mult = {"head": 1.0, "backbone": cfg.backbone_lr_mult,
+                       "pretrained": cfg.backbone_lr_mult * cfg.pretrained_lr_mult}[part]
             groups[key] = {
                 "name": key,
                 "params": [],
