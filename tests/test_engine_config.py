@@ -15,6 +15,7 @@ from aim_video.engine.config import (
     with_views,
 )
 from aim_video.model import AIMViT
+from aim_video.model.vit import Recompute
 
 PAPER_PRESETS = [
     f"{data}_{arch}_{frames}f"
@@ -72,6 +73,13 @@ def test_overrides_are_parsed_as_yaml_and_typed():
     assert cfg.optim.grad_clip == 1.0 and cfg.data.flip == 0.0
     assert cfg.optim.betas == (0.9, 0.98)
     assert cfg.model.pretrained == "a b.pt"
+    for value, expected in (("true", True), ("mlp", "mlp"), ("attention_mlp", "attention_mlp")):
+        policy = load_config("k400_vitb16_8f", [f"train.grad_checkpointing={value}"])
+        assert policy.train.grad_checkpointing == expected
+        assert Recompute.of(policy.train.grad_checkpointing).value in ("blocks", value)
+    with pytest.raises(ConfigError, match=r"train\.grad_checkpointing: expected true or false, "
+                       r"got 'mpl'; or 'mpl' is not one of 'nothing', 'mlp', 'attention_mlp'"):
+        load_config("k400_vitb16_8f", ["train.grad_checkpointing=mpl"])
 
 
 def test_unknown_key_names_it_and_lists_the_valid_ones():

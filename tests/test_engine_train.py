@@ -80,7 +80,7 @@ def test_gradient_accumulation_equals_the_larger_batch(synthetic, backbone, tmp_
 
 def test_repeated_augmentation_grad_checkpointing_and_bf16_run(synthetic, backbone, tmp_path):
     cfg = tiny_config(synthetic, tmp_path / "run", backbone, data__repeated_aug=2,
-                      train__grad_checkpointing=True, train__precision="bf16",
+                      train__grad_checkpointing="mlp", train__precision="bf16",
                       train__channels_last=True, optim__grad_clip=1.0, optim__epochs=1, **FAST)
     result = train(cfg, progress=False)
     assert result.completed and result.global_step == 4

@@ -26,6 +26,7 @@ from aim_video.data.dataset import DataConfig
 from aim_video.model import AIMConfig, ViTConfig, get_variant
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
+RecomputePolicy = Literal["nothing", "mlp", "attention_mlp", "blocks"]  # aim_video.model Recompute
 
 
 class ConfigError(ValueError):
@@ -123,7 +124,9 @@ class TrainConfig:
     max_steps: int | None = None  # stop (and save) after this many optimiser steps in total
     compile: bool = False  # torch.compile the model
     channels_last: bool = False  # channels-last memory format for the patch convolution
-    grad_checkpointing: bool = False  # recompute block activations in backward (less memory)
+    # Recompute activations in backward (memory for compute): false, true (= "blocks"), or a
+    # policy: "mlp" (the MLP's hidden activation), "attention_mlp", "blocks" (whole blocks).
+    grad_checkpointing: bool | RecomputePolicy = False
     tensorboard: bool = True  # also log to TensorBoard when it is installed
     plots: bool = True  # write curves.png and confusion-matrix PNGs (matplotlib)
     device: str = "auto"  # auto: the local CUDA GPU if any, else cpu; or cpu, cuda, cuda:1
@@ -256,7 +259,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        if not errors:
+            raise ConfigError(f"{where}: bad value {value!r}")
+        # One message naming every accepted form: "key: expected ...; or 'x' is not one of ...".
+        rest = [e.removeprefix(f"{where}: ") for e in errors[1:]]
+        raise ConfigError("; or ".join([errors[0], *rest]))
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
