@@ -18,8 +18,13 @@ Appearance task (``task="appearance"``): the counterpart. Classes are object ide
 (shape x colour) and the motion is random, so a frozen image model alone can solve it.
 
 Image task (`synthetic_images`): still images from the same renderer labelled by shape, colour and
-texture, for pretraining the demo's small stand-in for CLIP. It shares the visual vocabulary of the
-videos but never their motion labels.
+texture, with the object's position, size and opacity as continuous attributes, for pretraining the
+demo's small stand-in for CLIP. It shares the visual vocabulary of the videos but never their
+motion labels.
+
+`pairs` (in `make_synthetic`, `class_names`, `render_clip`) keeps a subset of the motion pairs, named
+by their forward class; the demo leaves out the rotation pair, which a 32-pixel stand-in cannot
+read.
 
 Files written by `make_synthetic` (paths in the lists are relative to ``out_dir``)::
 
