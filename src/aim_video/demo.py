@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from aim_video.data import synthetic
+from aim_video.data.annotations import load_annotations
 from aim_video.data.decode import open_video
 from aim_video.data.synthetic import IMAGE_ATTRIBUTES, SyntheticInfo, make_synthetic
 from aim_video.data.transforms import CLIP_MEAN, CLIP_STD
@@ -44,6 +45,7 @@ from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import RunConfig, load_config
 from aim_video.engine.optim import WarmupCosine
 from aim_video.engine.train import TrainResult, train
+from aim_video.files import read_json, write_json_atomic
 from aim_video.model import AIMConfig, AIMViT, ViTConfig
 from aim_video.weights import save_state_dict
 
@@ -225,7 +227,7 @@ def pretrain_standin(folder: Path, plan: Plan, progress: bool = True) -> Standin
     path, meta_path = folder / "standin_vit.pt", folder / "standin.json"
     settings = {k: v for k, v in plan.fingerprint().items()
                 if k in ("size", "width", "layers", "heads", "patch_size") or k.startswith("standin")}
-    meta = _read_json(meta_path)
+    meta = read_json(meta_path)
     if meta is not None and meta.get("settings") == settings and path.is_file():
         return Standin(path, meta["metrics"], 0.0, reused=True)
 
@@ -265,7 +267,7 @@ def pretrain_standin(folder: Path, plan: Plan, progress: bool = True) -> Standin
     save_state_dict(model, partial, format="openai")
     partial.replace(path)
     seconds = time.monotonic() - start
-    _write_json(meta_path, {"settings": settings, "metrics": metrics, "seconds": seconds})
+    write_json_atomic(meta_path, {"settings": settings, "metrics": metrics, "seconds": seconds})
     return Standin(path, metrics, seconds, reused=False)
 
 
@@ -359,19 +361,6 @@ class DemoReport:
         return "\n".join(lines)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, value: Any) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=1) + "\n")
-    partial.replace(path)
-
-
 def run_demo(out_dir: str | Path = "aim-video-demo", quick: bool = False, progress: bool = True,
              workers: int = 1, variants: tuple[str, ...] | None = None) -> DemoReport:
     """Runs the whole demo into `out_dir` (see the module docstring); resumable.
@@ -414,19 +403,19 @@ def _claim(runs: Path, plan: Plan) -> Path:
     """Marks the plan's runs folder as made with these settings; runs made with other settings
     (an older version of the plan) are removed, since resuming them would mix the two."""
     marker = runs / "plan.json"
-    previous = _read_json(marker)
+    previous = read_json(marker)
     if previous is not None and previous != plan.fingerprint():
         log.info("%s holds runs made with other settings: starting them over", runs)
         shutil.rmtree(runs)
     runs.mkdir(parents=True, exist_ok=True)
-    _write_json(marker, plan.fingerprint())
+    write_json_atomic(marker, plan.fingerprint())
     return runs
 
 
 def write_report(report: DemoReport) -> None:
     """report.json, results.png, curves.png and examples.png in the demo folder."""
     out = report.out_dir
-    _write_json(out / "report.json", report.to_dict())
+    write_json_atomic(out / "report.json", report.to_dict())
     plot_results(report, out / "results.png")
     plot_training(report, out / "curves.png")
     plot_examples(report, out / "examples.png")
@@ -518,16 +507,14 @@ def plot_examples(report: DemoReport, path: Path, frames: int = 8,
     (those that ran) for it."""
     plt = _pyplot()
     names = list(report.data.class_names)
-    firsts: dict[int, str] = {}
-    for line in report.data.val_list.read_text().splitlines():
-        rel, label = line.rsplit(" ", 1)
-        firsts.setdefault(int(label), rel)
+    firsts: dict[int, str] = {}  # label -> the path of its first validation video
+    for record in load_annotations(report.data.val_list, root=report.data.root).records:
+        firsts.setdefault(record.label, record.path)
     predictions = {n: _predictions(report.variants[n].out_dir)
                    for n in shown if n in report.variants}
     fig, axes = plt.subplots(len(firsts), frames, figsize=(frames * 1.0, len(firsts) * 1.25),
                              squeeze=False)
-    for row, (label, rel) in enumerate(sorted(firsts.items())):
-        video = report.data.root / rel
+    for row, (label, video) in enumerate(sorted(firsts.items())):
         with open_video(video) as reader:
             index = np.linspace(0, reader.num_frames - 1, frames).round().astype(int)
             clip = reader.read(index.tolist())
@@ -536,7 +523,7 @@ def plot_examples(report: DemoReport, path: Path, frames: int = 8,
             axes[row, col].axis("off")
         guesses = []
         for name, found in predictions.items():
-            guess = found.get(str(video), "?")
+            guess = found.get(video, "?")
             guesses.append(f"{name}: {guess} ({'right' if guess == names[label] else 'WRONG'})")
         axes[row, 0].set_title(f"{names[label]}  |  " + "  |  ".join(guesses), fontsize=7,
                                loc="left")

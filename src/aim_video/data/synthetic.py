@@ -37,7 +37,6 @@ Files written by `make_synthetic` (paths in the lists are relative to ``out_dir`
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -53,6 +52,7 @@ import torch
 from tqdm import tqdm
 
 from aim_video.data.pool import process_pool
+from aim_video.files import read_json, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -714,24 +714,11 @@ def _jobs(
 
 def _write_list(path: Path, root: Path, jobs: list[_Job]) -> None:
     lines = [f"{job.path.relative_to(root).as_posix()} {job.label}\n" for job in jobs]
-    _write_text(path, "".join(lines))
-
-
-def _write_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
-def _read_meta(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    write_text_atomic(path, "".join(lines))
 
 
 def _is_complete(root: Path, params: dict, jobs: list[_Job]) -> bool:
-    meta = _read_meta(root / "meta.json")
+    meta = read_json(root / "meta.json")
     if meta is None or not meta.get("complete") or meta.get("params") != params:
         return False
     required = [root / name for name in ("train.txt", "val.txt", "classes.txt")]
@@ -823,7 +810,7 @@ def make_synthetic(
         return dataclasses.replace(info, reused=True)
 
     meta_path = root / "meta.json"
-    old = _read_meta(meta_path)
+    old = read_json(meta_path)
     if old is not None and old.get("params") != params and (root / "videos").is_dir():
         # Only a folder that our meta.json marks as ours is cleared: stale videos would
         # otherwise linger beside the new lists.
@@ -831,15 +818,15 @@ def make_synthetic(
         shutil.rmtree(root / "videos")
     for job in all_jobs:
         job.path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(meta_path, json.dumps({"params": params, "complete": False}, indent=1) + "\n")
+    write_json_atomic(meta_path, {"params": params, "complete": False})
 
     missing = [job for job in all_jobs if not job.path.is_file()]
     _generate(missing, workers if workers is not None else _usable_cpus(), progress)
 
     _write_list(info.train_list, root, splits["train"])
     _write_list(info.val_list, root, splits["val"])
-    _write_text(info.classes_file, "".join(f"{name}\n" for name in names))
+    write_text_atomic(info.classes_file, "".join(f"{name}\n" for name in names))
     counts = {split: len(jobs) for split, jobs in splits.items()}
     meta = {"params": params, "complete": True, "class_names": names, "counts": counts}
-    _write_text(meta_path, json.dumps(meta, indent=1) + "\n")
+    write_json_atomic(meta_path, meta)
     return info
