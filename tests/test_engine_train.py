@@ -13,7 +13,9 @@ import torch
 import torch.multiprocessing as mp
 from test_engine_support import backbone, one_thread, synthetic, tiny_config  # noqa: F401
 
+from aim_video.engine import distributed
 from aim_video.engine.checkpoint import RandomBackboneError, load_checkpoint
+from aim_video.engine.config import ConfigError
 from aim_video.engine.evaluate import evaluate
 from aim_video.engine.train import train
 
@@ -162,3 +164,43 @@ def test_two_process_ddp_run_on_cpu(synthetic, backbone, tmp_path):
     assert single.num_videos == 3
     assert (single.top1, single.top5) == (state["history"][0]["val_top1"],
                                           state["history"][0]["val_top5"])
+
+
+def test_cpu_threads_leave_a_core_to_each_data_worker(monkeypatch):
+    monkeypatch.setattr(distributed, "usable_cpus", lambda: 8)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    torch.set_num_threads(8)
+    assert distributed.cpu_threads(data_workers=2) == 6
+    assert distributed.cpu_threads(data_workers=12) == 1  # never fewer than one
+    assert distributed.cpu_threads(data_workers=2, requested=3) == 3  # train.cpu_threads
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun: the cores are shared
+    assert distributed.cpu_threads(data_workers=1) == 3
+    torch.set_num_threads(2)  # what the caller (or OMP_NUM_THREADS) allows is the ceiling
+    assert distributed.cpu_threads(data_workers=0) == 2
+
+    with distributed.compute_threads(torch.device("cpu"), 1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2  # restored
+    with distributed.compute_threads(torch.device("meta"), 1):  # not the CPU: untouched
+        assert torch.get_num_threads() == 2
+
+
+def test_training_on_the_cpu_runs_with_the_chosen_threads(synthetic, backbone, tmp_path,
+                                                          monkeypatch):
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    torch.set_num_threads(2)
+    train(tiny_config(synthetic, tmp_path / "run", backbone, train__cpu_threads=1,
+                      optim__epochs=1, **FAST), progress=False)
+    assert seen == [1] * 4 and torch.get_num_threads() == 2
+
+
+def test_cpu_threads_must_be_positive(synthetic, backbone, tmp_path):
+    with pytest.raises(ConfigError, match="train.cpu_threads must be >= 1, got 0"):
+        tiny_config(synthetic, tmp_path / "run", backbone, train__cpu_threads=0)

@@ -362,7 +362,7 @@ class DemoReport:
 
 
 def run_demo(out_dir: str | Path = "aim-video-demo", quick: bool = False, progress: bool = True,
-             workers: int = 1, variants: tuple[str, ...] | None = None) -> DemoReport:
+             workers: int = 2, variants: tuple[str, ...] | None = None) -> DemoReport:
     """Runs the whole demo into `out_dir` (see the module docstring); resumable.
 
     Args:

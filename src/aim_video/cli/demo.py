@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the smaller plan (about 2 minutes on a 2-core CPU)")
     parser.add_argument("--variants", default=None, metavar="NAME,...",
                         help=f"run only these of {', '.join(VARIANTS)}")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="data loader processes per run (default 1)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="data loader processes per run (default 2); compute takes the "
+                        "cores they leave")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
 

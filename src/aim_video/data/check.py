@@ -6,7 +6,6 @@ files, whose headers still promise every frame), in worker processes.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,7 @@ from tqdm import tqdm
 
 from aim_video.data.annotations import Annotations, VideoRecord
 from aim_video.data.decode import Backend, VideoDecodeError, open_video
-from aim_video.data.pool import process_pool
+from aim_video.data.pool import process_pool, usable_cpus
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def scan(
     """
     records = annotations.records
     if workers is None:
-        workers = os.cpu_count() or 1
+        workers = usable_cpus()
     tasks = [(record, backend, frame_template) for record in records]
     report = ScanReport()
     bar = tqdm(

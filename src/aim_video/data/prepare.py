@@ -60,7 +60,7 @@ from aim_video.data.decode import (
     VideoReader,
     open_video,
 )
-from aim_video.data.pool import process_pool
+from aim_video.data.pool import process_pool, usable_cpus
 
 SUFFIX = ".mp4"
 SETTINGS_FILE = "prepare.json"
@@ -336,12 +336,6 @@ def _run(tasks: list[_Task], workers: int) -> Iterator[tuple[int, str | None]]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _usable_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def prepare_dataset(
     annotations: Annotations,
     out_dir: str | os.PathLike[str],
@@ -387,7 +381,7 @@ def prepare_dataset(
     tasks = [(sources[target], str(target), settings, backend, frame_template) for target in todo]
     failed: dict[Path, str] = {}
     if workers is None:
-        workers = _usable_cpus()
+        workers = usable_cpus()
     bar = tqdm(total=len(sources), initial=report.reused, desc="prepare", unit="video",
                disable=not progress, file=sys.stderr)
     with bar:

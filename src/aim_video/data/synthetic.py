@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aim_video.data.pool import process_pool
+from aim_video.data.pool import process_pool, usable_cpus
 from aim_video.files import read_json, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -725,13 +725,6 @@ def _is_complete(root: Path, params: dict, jobs: list[_Job]) -> bool:
     return all(p.is_file() for p in required) and all(job.path.is_file() for job in jobs)
 
 
-def _usable_cpus() -> int:
-    # The CPUs this process may run on: fewer than os.cpu_count() in containers and under taskset.
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _generate(jobs: list[_Job], workers: int, progress: bool) -> None:
     bar = tqdm(total=len(jobs), desc="synthetic videos", unit="video", disable=not progress)
     with bar:
@@ -821,7 +814,7 @@ def make_synthetic(
     write_json_atomic(meta_path, {"params": params, "complete": False})
 
     missing = [job for job in all_jobs if not job.path.is_file()]
-    _generate(missing, workers if workers is not None else _usable_cpus(), progress)
+    _generate(missing, workers if workers is not None else usable_cpus(), progress)
 
     _write_list(info.train_list, root, splits["train"])
     _write_list(info.val_list, root, splits["val"])

@@ -130,6 +130,8 @@ class TrainConfig:
     tensorboard: bool = True  # also log to TensorBoard when it is installed
     plots: bool = True  # write curves.png and confusion-matrix PNGs (matplotlib)
     device: str = "auto"  # auto: the local CUDA GPU if any, else cpu; or cpu, cuda, cuda:1
+    # Torch threads when computing on the CPU; None: the usable cores less data.num_workers.
+    cpu_threads: int | None = None
 
 
 @dataclass
@@ -368,6 +370,8 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.optim.accum_steps < 1 or cfg.optim.batch_size < 1:
         raise ConfigError("optim.accum_steps and optim.batch_size must be >= 1")
+    if cfg.train.cpu_threads is not None and cfg.train.cpu_threads < 1:
+        raise ConfigError(f"train.cpu_threads must be >= 1, got {cfg.train.cpu_threads}")
     if cfg.eval.periodic_views is not None:
         parse_views(cfg.eval.periodic_views)
     unknown = [s for s in cfg.eval.splits if s not in ("train", "val", "test")]

@@ -36,6 +36,8 @@ from aim_video.engine.distributed import (
     all_gather_objects,
     autocast_dtype,
     cleanup,
+    compute_threads,
+    cpu_threads,
     init_distributed,
     shard_indices,
 )
@@ -238,8 +240,9 @@ def evaluate(
     try:
         if loaded:
             model.to(env.device)
-        result = _evaluate_model(model, with_views(cfg, views), split, env, class_names,
-                                 out_dir, progress)
+        with compute_threads(env.device, cpu_threads(cfg.data.num_workers, cfg.train.cpu_threads)):
+            result = _evaluate_model(model, with_views(cfg, views), split, env, class_names,
+                                     out_dir, progress)
     finally:
         if not joined_before:
             cleanup(env)  # a standalone evaluation under torchrun

@@ -21,7 +21,7 @@ from aim_video.model import parameter_group
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
-    """AdamW groups of the trainable parameters, named `{head|backbone|pretrained}.{decay|no_decay}`.
+    """AdamW groups of the trainable parameters, `{head|backbone|pretrained}.{decay|no_decay}`.
 
     No decay on the model's `no_weight_decay()` set (norms, embeddings) and, with
     `cfg.no_decay_bias`, on biases. The backbone groups' lr is `cfg.lr * cfg.backbone_lr_mult`,

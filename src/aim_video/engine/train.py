@@ -45,6 +45,8 @@ from aim_video.engine.distributed import (
     autocast_dtype,
     broadcast_flag,
     cleanup,
+    compute_threads,
+    cpu_threads,
     init_distributed,
 )
 from aim_video.engine.evaluate import EvalResult, evaluate
@@ -539,7 +541,12 @@ def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = Tru
                 f"{Path(cfg.train.out_dir) / ckpt.LAST} exists: pass resume='auto' "
                 "(--resume auto) to continue that run, or choose another train.out_dir (--out)"
             )
-        return Trainer(cfg, env, progress).run(resume_path)
+        threads = cpu_threads(cfg.data.num_workers, cfg.train.cpu_threads)
+        if env.device.type == "cpu" and env.is_main:
+            log.info("CPU: %d compute thread(s) beside %d data worker(s)", threads,
+                     cfg.data.num_workers)
+        with compute_threads(env.device, threads):
+            return Trainer(cfg, env, progress).run(resume_path)
     finally:
         if not joined_before:
             cleanup(env)
