@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from aim_video.model import AIMConfig, AIMViT, ViTConfig, get_variant
+from aim_video.model import AIMConfig, AIMViT, ViTConfig, get_variant, scaled_adapter_std
 
 TINY = ViTConfig(width=64, layers=3, heads=2, patch_size=8, image_size=32)
 IMAGE_ONLY = dict(spatial=False, temporal=False, joint=False, temporal_embedding=False)
@@ -43,6 +43,20 @@ def test_at_init_aim_equals_the_frozen_image_model_per_frame():
         frames = clip.transpose(1, 2).reshape(8, 3, 1, 32, 32)  # (B·T, C, 1, H, W)
         per_frame = image.forward_features(frames).view(2, 4, -1)
     torch.testing.assert_close(got, per_frame.mean(1), rtol=0, atol=1e-5)
+
+
+def test_adapter_init_std_sets_every_fc1_and_leaves_fc2_at_zero():
+    assert scaled_adapter_std(768) == 0.02  # the paper's value at CLIP B/16's width
+    assert scaled_adapter_std(64) == pytest.approx(0.0693, abs=1e-4)
+    torch.manual_seed(0)
+    for std in (0.02, 0.1):
+        model = AIMViT(AIMConfig(vit=get_variant("ViT-B/16"), num_frames=2, num_classes=5,
+                                 temporal_in=True, adapter_init_std=std))
+        adapters = [m for m in model.modules() if type(m).__name__ == "Adapter"]
+        assert len(adapters) == 4 * 12
+        fc1 = torch.cat([a.D_fc1.weight.flatten() for a in adapters])
+        assert fc1.std().item() == pytest.approx(std, rel=0.02)
+        assert all(not a.D_fc2.weight.any() and not a.D_fc2.bias.any() for a in adapters)
 
 
 def test_trained_adapters_change_the_output():

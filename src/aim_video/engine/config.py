@@ -56,6 +56,7 @@ class ModelConfig:
     full_finetune: bool = False  # train the whole backbone too
     adapter_blocks: str = "all"  # all | top:K | bottom:K | every_other
     bottleneck_ratio: float = 0.25  # adapter hidden width / width
+    adapter_init_std: float = 0.02  # adapters' fc1 init std (paper); see scaled_adapter_std
     scale: float = 0.5  # joint adapter weight s (0.5 Kinetics/Diving-48, 1.0 SSv2)
     drop_path: float = 0.2  # stochastic depth, rising linearly over depth
     dropout: float = 0.5  # dropout before the head

@@ -72,16 +72,17 @@ class Adapter(nn.Module):
     `fc2` starts at zero, so a fresh adapter adds nothing (skip variant: it is the identity).
     """
 
-    def __init__(self, width: int, ratio: float, skip: bool) -> None:
+    def __init__(self, width: int, ratio: float, skip: bool, init_std: float = 0.02) -> None:
         super().__init__()
         hidden = int(width * ratio)
         self.skip = skip
+        self.init_std = init_std
         self.D_fc1 = nn.Linear(width, hidden)
         self.act = nn.GELU()  # exact GELU, unlike the frozen MLP's QuickGELU
         self.D_fc2 = nn.Linear(hidden, width)
 
     def reset_parameters(self) -> None:
-        nn.init.trunc_normal_(self.D_fc1.weight, std=0.02)
+        nn.init.trunc_normal_(self.D_fc1.weight, std=self.init_std)
         nn.init.zeros_(self.D_fc1.bias)
         nn.init.zeros_(self.D_fc2.weight)
         nn.init.zeros_(self.D_fc2.bias)

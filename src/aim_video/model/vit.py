@@ -79,6 +79,7 @@ class AIMBlock(nn.Module):
         joint: bool,
         temporal_in: bool,
         bottleneck_ratio: float,
+        adapter_init_std: float,
         scale: float,
         drop_path: float,
     ) -> None:
@@ -92,13 +93,13 @@ class AIMBlock(nn.Module):
         self.temporal = temporal
         # Adapters are created only where switched on, so their keys say what a checkpoint holds.
         if temporal_in:
-            self.T_Adapter_in = Adapter(width, bottleneck_ratio, skip=True)
+            self.T_Adapter_in = Adapter(width, bottleneck_ratio, True, adapter_init_std)
         if temporal:
-            self.T_Adapter = Adapter(width, bottleneck_ratio, skip=False)
+            self.T_Adapter = Adapter(width, bottleneck_ratio, False, adapter_init_std)
         if spatial:
-            self.S_Adapter = Adapter(width, bottleneck_ratio, skip=True)
+            self.S_Adapter = Adapter(width, bottleneck_ratio, True, adapter_init_std)
         if joint:
-            self.MLP_Adapter = Adapter(width, bottleneck_ratio, skip=False)
+            self.MLP_Adapter = Adapter(width, bottleneck_ratio, False, adapter_init_std)
         self.drop_path = DropPath(drop_path)
         # Set by Transformer.recompute: which frozen parts backward recomputes.
         self.recompute_attention = False
@@ -173,6 +174,7 @@ class Transformer(nn.Module):
                 joint=cfg.joint and adapted,
                 temporal_in=cfg.temporal_in and adapted,
                 bottleneck_ratio=cfg.bottleneck_ratio,
+                adapter_init_std=cfg.adapter_init_std,
                 scale=cfg.scale,
                 drop_path=rate,
             )
