@@ -93,8 +93,10 @@ def test_runs_made_with_other_settings_are_cleared_and_plans_keep_theirs_apart(t
     demo._claim(tmp_path / "runs" / "full", changed)
     assert not (full / "aim").exists()
     assert json.loads((full / "plan.json").read_text()) == changed.fingerprint()
-    # Which variants run is not a setting of the runs.
-    assert dataclasses.replace(demo.FULL, variants=("aim",)).fingerprint() == demo.FULL.fingerprint()
+    # Which variants run, and with how many views they are tested, are not settings of the runs.
+    for other in (dataclasses.replace(demo.FULL, variants=("aim",)),
+                  dataclasses.replace(demo.FULL, test_clips=5)):
+        assert other.fingerprint() == demo.FULL.fingerprint()
 
 
 @pytest.mark.slow

@@ -349,3 +349,18 @@ def test_memory_estimate_orders_the_policies_and_beats_the_reference(throughput)
 def test_grad_checkpointing_in_the_config_means_recomputing_whole_blocks():
     assert AIMViT(tiny(grad_checkpointing=True)).transformer.recompute is Recompute.BLOCKS
     assert AIMViT(tiny()).transformer.recompute is Recompute.NOTHING
+
+
+def test_cpu_threads_benchmark_compares_against_the_default_threads(tmp_path):
+    path = Path(__file__).parents[1] / "benchmarks" / "cpu_threads.py"
+    spec = importlib.util.spec_from_file_location("cpu_threads", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    records = bench.main(["--videos", "16", "--workers", "0", "--cache", str(tmp_path)])
+    machine, baseline, chosen = records
+    assert machine["videos"] == 16 and machine["cores"] >= 1
+    assert baseline["threads"] == threads and "ratio_vs_baseline" not in baseline
+    assert chosen["setting"] == "train.cpu_threads default" and chosen["ratio_vs_baseline"] > 0
+    assert baseline["clips_per_s"] > 0 and chosen["clips_per_s"] > 0
+    assert torch.get_num_threads() == threads  # training restored the caller's setting
