@@ -178,11 +178,11 @@ def test_cpu_threads_leave_a_core_to_each_data_worker(monkeypatch):
     torch.set_num_threads(2)  # what the caller (or OMP_NUM_THREADS) allows is the ceiling
     assert distributed.cpu_threads(data_workers=0) == 2
 
-    with distributed.compute_threads(torch.device("cpu"), 1):
-        assert torch.get_num_threads() == 1
+    with distributed.compute_threads(torch.device("cpu"), data_workers=3) as threads:  # 8 // 2 - 3
+        assert threads == torch.get_num_threads() == 1
     assert torch.get_num_threads() == 2  # restored
-    with distributed.compute_threads(torch.device("meta"), 1):  # not the CPU: untouched
-        assert torch.get_num_threads() == 2
+    with distributed.compute_threads(torch.device("meta"), 0, requested=1) as threads:
+        assert threads is None and torch.get_num_threads() == 2  # not the CPU: untouched
 
 
 def test_training_on_the_cpu_runs_with_the_chosen_threads(synthetic, backbone, tmp_path,

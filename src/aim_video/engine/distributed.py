@@ -77,16 +77,19 @@ def cpu_threads(data_workers: int, requested: int | None = None) -> int:
 
 
 @contextlib.contextmanager
-def compute_threads(device: torch.device, threads: int) -> Iterator[None]:
-    """Runs the block with `threads` intra-op threads when `device` is the CPU, then restores
-    the caller's setting; on other devices it changes nothing."""
+def compute_threads(device: torch.device, data_workers: int,
+                    requested: int | None = None) -> Iterator[int | None]:
+    """Runs the block with `cpu_threads(data_workers, requested)` intra-op threads when `device`
+    is the CPU, yielding that number, then restores the caller's setting; on other devices it
+    changes nothing and yields None."""
     if device.type != "cpu":
-        yield
+        yield None
         return
     previous = torch.get_num_threads()
+    threads = cpu_threads(data_workers, requested)
     torch.set_num_threads(threads)
     try:
-        yield
+        yield threads
     finally:
         torch.set_num_threads(previous)
 

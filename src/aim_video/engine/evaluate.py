@@ -37,7 +37,6 @@ from aim_video.engine.distributed import (
     autocast_dtype,
     cleanup,
     compute_threads,
-    cpu_threads,
     init_distributed,
     shard_indices,
 )
@@ -240,7 +239,7 @@ def evaluate(
     try:
         if loaded:
             model.to(env.device)
-        with compute_threads(env.device, cpu_threads(cfg.data.num_workers, cfg.train.cpu_threads)):
+        with compute_threads(env.device, cfg.data.num_workers, cfg.train.cpu_threads):
             result = _evaluate_model(model, with_views(cfg, views), split, env, class_names,
                                      out_dir, progress)
     finally:

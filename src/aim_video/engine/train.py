@@ -46,7 +46,6 @@ from aim_video.engine.distributed import (
     broadcast_flag,
     cleanup,
     compute_threads,
-    cpu_threads,
     init_distributed,
 )
 from aim_video.engine.evaluate import EvalResult, evaluate
@@ -541,11 +540,10 @@ def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = Tru
                 f"{Path(cfg.train.out_dir) / ckpt.LAST} exists: pass resume='auto' "
                 "(--resume auto) to continue that run, or choose another train.out_dir (--out)"
             )
-        threads = cpu_threads(cfg.data.num_workers, cfg.train.cpu_threads)
-        if env.device.type == "cpu" and env.is_main:
-            log.info("CPU: %d compute thread(s) beside %d data worker(s)", threads,
-                     cfg.data.num_workers)
-        with compute_threads(env.device, threads):
+        with compute_threads(env.device, cfg.data.num_workers, cfg.train.cpu_threads) as threads:
+            if threads is not None and env.is_main:
+                log.info("CPU: %d compute thread(s) beside %d data worker(s)", threads,
+                         cfg.data.num_workers)
             return Trainer(cfg, env, progress).run(resume_path)
     finally:
         if not joined_before:
