@@ -10,6 +10,7 @@ import torch
 
 from aim_video import demo
 from aim_video.cli import main
+from aim_video.data import synthetic
 from aim_video.data.synthetic import SyntheticInfo
 from aim_video.model import AIMViT
 from aim_video.weights import load_pretrained
@@ -82,7 +83,8 @@ def test_unknown_variant_is_refused_before_any_work(tmp_path, capsys):
     assert "unknown demo variants ['spatio']" in capsys.readouterr().err
 
 
-def test_runs_made_with_other_settings_are_cleared_and_plans_keep_theirs_apart(tmp_path):
+def test_runs_made_with_other_settings_are_cleared_and_plans_keep_theirs_apart(
+        tmp_path, monkeypatch):
     full = demo._claim(tmp_path / "runs" / "full", demo.FULL)
     (full / "aim").mkdir()
     (full / "aim" / "last.pt").write_bytes(b"old")
@@ -93,6 +95,11 @@ def test_runs_made_with_other_settings_are_cleared_and_plans_keep_theirs_apart(t
     demo._claim(tmp_path / "runs" / "full", changed)
     assert not (full / "aim").exists()
     assert json.loads((full / "plan.json").read_text()) == changed.fingerprint()
+    # Runs trained on videos from another version of the renderer are stale too.
+    (full / "aim").mkdir()
+    monkeypatch.setattr(synthetic, "SYNTHETIC_VERSION", synthetic.SYNTHETIC_VERSION + 1)
+    demo._claim(tmp_path / "runs" / "full", changed)
+    assert not (full / "aim").exists()
     # Which variants run, and with how many views they are tested, are not settings of the runs.
     for other in (dataclasses.replace(demo.FULL, variants=("aim",)),
                   dataclasses.replace(demo.FULL, test_clips=5)):

@@ -82,6 +82,21 @@ def test_second_class_of_a_pair_is_the_first_played_backwards(pair):
         assert not np.array_equal(forward[0], forward[-1])  # the clip does change
 
 
+def test_motions_stay_readable_from_single_frames():
+    """Every motion passes only through sizes the stand-in is pretrained to read (STILL_RADIUS),
+    and no object is invisible in any frame: a growth starts as a whole object, a fade starts
+    faint but visible (a dot or an empty frame made grows and fades_in look alike at 32 px)."""
+    low, high = synthetic.STILL_RADIUS
+    for pair in MOTION_PAIRS:
+        for seed in range(50):
+            pose = pair.trajectory(np.random.default_rng(seed), 16, 32)
+            assert low * 32 <= pose.radius.min() and pose.radius.max() <= high * 32, pair.forward
+            assert pose.alpha.min() >= 0.1, pair.forward
+    (grow,) = synthetic.motion_pairs(["grows"])
+    pose = grow.trajectory(np.random.default_rng(0), 16, 32)
+    assert pose.radius[0] >= 0.09 * 32 and pose.radius[-1] / pose.radius[0] >= 2.6
+
+
 def test_render_clip_rejects_bad_arguments():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="class index 10 out of range for the motion task"):

@@ -123,9 +123,11 @@ class Plan:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def fingerprint(self) -> dict[str, Any]:
-        """What the cached data, stand-in and runs depend on: not which variants run, nor the
-        test views (a finished run is tested again with the views asked for)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("variants", "test_clips")}
+        """What the cached stand-in and runs depend on: the plan and the renderer's version (the
+        data folder checks its own), not which variants run nor the test views (a finished run
+        is tested again with the views asked for)."""
+        kept = {k: v for k, v in self.to_dict().items() if k not in ("variants", "test_clips")}
+        return kept | {"synthetic_version": synthetic.SYNTHETIC_VERSION}
 
 
 # The two motion pairs that move the object and the two that change its size and opacity. The
@@ -229,7 +231,8 @@ def pretrain_standin(folder: Path, plan: Plan, progress: bool = True) -> Standin
     folder.mkdir(parents=True, exist_ok=True)
     path, meta_path = folder / "standin_vit.pt", folder / "standin.json"
     settings = {k: v for k, v in plan.fingerprint().items()
-                if k in ("size", "width", "layers", "heads", "patch_size") or k.startswith("standin")}
+                if k in ("size", "width", "layers", "heads", "patch_size", "synthetic_version")
+                or k.startswith("standin")}
     meta = read_json(meta_path)
     if meta is not None and meta.get("settings") == settings and path.is_file():
         return Standin(path, meta["metrics"], 0.0, reused=True)

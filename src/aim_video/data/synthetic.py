@@ -60,7 +60,8 @@ Task = Literal["motion", "appearance"]
 TASKS: tuple[Task, ...] = ("motion", "appearance")
 
 # Bump whenever rendering or layout changes, so that stale folders get regenerated.
-SYNTHETIC_VERSION = 1
+# 2: grows starts bigger and fades_in starts visible.
+SYNTHETIC_VERSION = 2
 FPS = 8
 CRF = 18  # low enough that 1-pixel edges and saturated colours survive yuv420p at 32-64 px
 SUPERSAMPLE = 2  # render at 2x per axis and box-filter down: anti-aliased edges and textures
@@ -400,8 +401,11 @@ def _translate(axis: int) -> Callable[[np.random.Generator, int, int], Pose]:
 
 
 def _grow(rng: np.random.Generator, frames: int, size: int) -> Pose:
-    r0 = rng.uniform(0.06, 0.09) * size
-    r1 = r0 * rng.uniform(2.4, 3.0)
+    # It starts as a whole object, not a dot (at 32 px a 2-pixel dot looked like the faint start
+    # of a fade: trained models confused grows with fades_in, not with shrinks), and ends inside
+    # `STILL_RADIUS`, the sizes the stand-in learns to read.
+    r0 = rng.uniform(0.09, 0.11) * size
+    r1 = r0 * rng.uniform(2.6, 2.9)
     # Geometric growth: the same relative change between any two equally spaced frames.
     radius = r0 * (r1 / r0) ** np.linspace(0, 1, frames)
     cx, cy = rng.uniform(r1, size - r1, 2)
@@ -424,7 +428,9 @@ def _rotate_clockwise(rng: np.random.Generator, frames: int, size: int) -> Pose:
 def _fade_in(rng: np.random.Generator, frames: int, size: int) -> Pose:
     radius = rng.uniform(0.14, 0.22) * size
     cx, cy = rng.uniform(radius, size - radius, 2)
-    alpha = np.linspace(rng.uniform(0.0, 0.05), rng.uniform(0.95, 1.0), frames)
+    # Faint but never invisible at the start, so its constant size shows in every frame (what
+    # tells a fade from a growth).
+    alpha = np.linspace(rng.uniform(0.10, 0.20), rng.uniform(0.95, 1.0), frames)
     angle = _still(rng.uniform(0, 2 * math.pi), frames)
     return Pose(_still(cx, frames), _still(cy, frames), _still(radius, frames), angle, alpha)
 
