@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
+import torch
 
 from aim_video.engine.config import OptimConfig
 from aim_video.engine.optim import build_optimizer, build_scheduler, param_groups
@@ -92,3 +94,22 @@ def test_schedule_state_round_trips():
     sched2.load_state_dict(sched.state_dict())
     opt.step(), sched.step(), opt2.step(), sched2.step()
     assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in opt2.param_groups]
+
+
+def test_cpu_optimiser_is_fused_and_steps_as_the_default_adamw():
+    torch.manual_seed(0)
+    model = AIMViT(AIMConfig(vit=TINY, num_frames=2, num_classes=3))
+    reference = copy.deepcopy(model)
+    cfg = OptimConfig(lr=1e-2, weight_decay=0.05, backbone_lr_mult=0.5)
+    fused = build_optimizer(model, cfg)
+    plain = torch.optim.AdamW(param_groups(reference, cfg), lr=cfg.lr, betas=tuple(cfg.betas))
+    assert all(g["fused"] for g in fused.param_groups)
+    for _ in range(3):
+        for net in (model, reference):
+            for name, param in net.named_parameters():
+                if param.requires_grad:  # the same made-up gradient for both copies
+                    param.grad = torch.full_like(param, 0.1) * (1 + len(name) % 7)
+        fused.step()
+        plain.step()
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, msg=name)

@@ -246,7 +246,8 @@ def pretrain_standin(folder: Path, plan: Plan, progress: bool = True) -> Standin
     with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
         torch.manual_seed(0)
         model = _image_model(standin_vit(plan), sum(data.head_sizes) + len(IMAGE_ATTRIBUTES))
-    optimiser = torch.optim.AdamW(model.parameters(), lr=plan.standin_lr, weight_decay=0.05)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=plan.standin_lr, weight_decay=0.05,
+                                  fused=True)
     warmup = max(1, plan.standin_steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, WarmupCosine(warmup, plan.standin_steps))
