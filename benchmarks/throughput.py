@@ -55,6 +55,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
+from aim_video.engine.optim import FUSED_DEVICES
 from aim_video.model import AIMConfig, AIMViT, ViTConfig, get_variant
 from aim_video.model.flops import forward_flops
 from aim_video.model.vit import Recompute
@@ -193,7 +194,7 @@ def paired_speedup(
     for case, state in zip(pair, weights):
         model = build(case, cfg, state, device)
         steps.append(make_step(model, case, random_clip(case, cfg, device),
-                               fused_optimizer=device.type == "cuda", loss_scaling=True))
+                               fused_optimizer=device.type in FUSED_DEVICES, loss_scaling=True))
     for step in steps:
         for _ in range(args.warmup):
             step()
@@ -499,7 +500,7 @@ def run_case(
     clip = random_clip(case, cfg, device)
     try:
         with PeakMemory(device) as memory:
-            step = make_step(model, case, clip, fused_optimizer=device.type == "cuda",
+            step = make_step(model, case, clip, fused_optimizer=device.type in FUSED_DEVICES,
                              loss_scaling=True)
             seconds, warm = timed(step, args.steps, args.warmup, device, args.clock)
         ops = top_ops(step, device, args.profile) if args.profile else []
