@@ -100,6 +100,13 @@ def test_runs_made_with_other_settings_are_cleared_and_plans_keep_theirs_apart(
     monkeypatch.setattr(synthetic, "SYNTHETIC_VERSION", synthetic.SYNTHETIC_VERSION + 1)
     demo._claim(tmp_path / "runs" / "full", changed)
     assert not (full / "aim").exists()
+    # And runs started from another version of the preset (its recipe changed).
+    (full / "aim").mkdir()
+    preset = demo.load_config(demo.PRESET)
+    recipe = dataclasses.replace(preset, optim=dataclasses.replace(preset.optim, lr=0.5))
+    monkeypatch.setattr(demo, "load_config", lambda *args: recipe)
+    demo._claim(tmp_path / "runs" / "full", changed)
+    assert not (full / "aim").exists()
     # Which variants run, and with how many views they are tested, are not settings of the runs.
     for other in (dataclasses.replace(demo.FULL, variants=("aim",)),
                   dataclasses.replace(demo.FULL, test_clips=5)):

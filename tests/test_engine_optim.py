@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aim_video.engine.config import OptimConfig
-from aim_video.engine.optim import build_optimizer, build_scheduler, param_groups
+from aim_video.engine.optim import build_optimizer, build_scheduler, head_lr, param_groups
 from aim_video.model import AIMConfig, AIMViT, ViTConfig
 
 TINY = ViTConfig(width=32, layers=2, heads=2, patch_size=8, image_size=16)
@@ -113,3 +113,20 @@ def test_cpu_optimiser_is_fused_and_steps_as_the_default_adamw():
         plain.step()
     for (name, a), b in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_temporal_embedding_gets_its_own_group_only_with_its_own_lr_factor():
+    model = AIMViT(AIMConfig(vit=TINY, num_frames=2, num_classes=3))
+    same = _groups(model, lr=1e-3, backbone_lr_mult=0.5)
+    assert "temporal_embedding" in same["backbone.no_decay"]["names"]
+    assert not any(name.startswith("temporal_embedding") for name in same)  # old layout kept
+    groups = _groups(model, lr=1e-3, backbone_lr_mult=0.5, temporal_embedding_lr_mult=10)
+    assert groups["temporal_embedding.no_decay"]["names"] == ["temporal_embedding"]
+    assert groups["temporal_embedding.no_decay"]["lr"] == pytest.approx(5e-3)
+    assert groups["temporal_embedding.no_decay"]["weight_decay"] == 0.0
+    assert "temporal_embedding" not in groups["backbone.no_decay"]["names"]
+    assert groups["backbone.no_decay"]["lr"] == pytest.approx(5e-4)
+    # Training logs the head's lr whatever the groups' order.
+    optimizer = build_optimizer(model, OptimConfig(lr=1e-3, temporal_embedding_lr_mult=10))
+    assert optimizer.param_groups[-1]["name"] == "temporal_embedding.no_decay"
+    assert head_lr(optimizer) == pytest.approx(1e-3)

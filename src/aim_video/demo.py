@@ -42,7 +42,7 @@ from aim_video.data.decode import open_video
 from aim_video.data.synthetic import IMAGE_ATTRIBUTES, SyntheticInfo, make_synthetic
 from aim_video.data.transforms import CLIP_MEAN, CLIP_STD
 from aim_video.engine import checkpoint as ckpt
-from aim_video.engine.config import RunConfig, load_config
+from aim_video.engine.config import RunConfig, config_to_dict, load_config
 from aim_video.engine.optim import WarmupCosine
 from aim_video.engine.train import TrainResult, train
 from aim_video.files import read_json, write_json_atomic
@@ -123,11 +123,12 @@ class Plan:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def fingerprint(self) -> dict[str, Any]:
-        """What the cached stand-in and runs depend on: the plan and the renderer's version (the
-        data folder checks its own), not which variants run nor the test views (a finished run
-        is tested again with the views asked for)."""
+        """What the cached stand-in and runs depend on: the plan, the renderer's version (the
+        data folder checks its own) and the preset the runs start from; not which variants run
+        nor the test views (a finished run is tested again with the views asked for)."""
         kept = {k: v for k, v in self.to_dict().items() if k not in ("variants", "test_clips")}
-        return kept | {"synthetic_version": synthetic.SYNTHETIC_VERSION}
+        preset = json.loads(json.dumps(config_to_dict(load_config(PRESET))))
+        return kept | {"synthetic_version": synthetic.SYNTHETIC_VERSION, "preset": preset}
 
 
 # The two motion pairs that move the object and the two that change its size and opacity. The

@@ -101,6 +101,9 @@ class OptimConfig:
     backbone_lr_mult: float = 1.0  # lr factor for every trainable parameter except the head
     # Further factor for the image model's own weights when they train (full fine-tuning).
     pretrained_lr_mult: float = 1.0
+    # Further factor for the temporal embedding, the only input that tells frames apart: it
+    # starts at zero and Adam moves it by about lr per step (`synthetic_cpu`: 10).
+    temporal_embedding_lr_mult: float = 1.0
     epochs: int = 30  # training epochs; the schedule spans all of them
     warmup_epochs: float = 2.5  # linear warm-up length, converted to optimiser steps
     min_lr: float = 0.0  # the cosine's floor for the head's lr (other groups scale with it)

@@ -5,7 +5,8 @@ parameters only: frozen weights never reach the optimiser, so its state stays ad
 "backbone" here is everything trainable except the head, as in MMAction2's
 `custom_keys={'backbone': ...}` (the adapters, temporal embedding and ln_post all live under
 `backbone.` there); "pretrained" splits off the image model's own weights, which train only in
-full fine-tuning and usually want a smaller lr than the freshly initialised adapters.
+full fine-tuning and usually want a smaller lr than the freshly initialised adapters; with an
+lr factor of its own, the temporal embedding has a group of its own too.
 """
 
 from __future__ import annotations
@@ -20,12 +21,24 @@ from aim_video.engine.config import OptimConfig
 from aim_video.model import parameter_group
 
 
+TEMPORAL_EMBEDDING = "temporal_embedding"  # the parameter's name in `AIMViT`
+
+
+def head_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The head's current lr (what training logs as "lr"): the schedule's reference."""
+    heads = [g["lr"] for g in optimizer.param_groups if g.get("name", "").startswith("head.")]
+    return heads[0] if heads else optimizer.param_groups[-1]["lr"]
+
+
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     """AdamW groups of the trainable parameters, `{head|backbone|pretrained}.{decay|no_decay}`.
 
     No decay on the model's `no_weight_decay()` set (norms, embeddings) and, with
     `cfg.no_decay_bias`, on biases. The backbone groups' lr is `cfg.lr * cfg.backbone_lr_mult`,
-    the pretrained groups' (full fine-tuning only) that times `cfg.pretrained_lr_mult`.
+    the pretrained groups' (full fine-tuning only) that times `cfg.pretrained_lr_mult`. When
+    `cfg.temporal_embedding_lr_mult` is not 1, the temporal embedding leaves `backbone.no_decay`
+    for `temporal_embedding.no_decay`, at the backbone's lr times that factor (at 1 the groups
+    stay as they were, so earlier checkpoints' optimiser states still load).
     Every group carries `names` (its parameter names) so that membership is inspectable.
 
     Args:
@@ -40,11 +53,15 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
         # parameter_group calls the image model's own weights "backbone": here "pretrained".
         group = parameter_group(name)
         part = {"head": "head", "backbone": "pretrained"}.get(group, "backbone")
+        if name == TEMPORAL_EMBEDDING and cfg.temporal_embedding_lr_mult != 1.0:
+            part = TEMPORAL_EMBEDDING
         decays = name not in no_decay and not (cfg.no_decay_bias and name.endswith(".bias"))
         key = f"{part}.{'decay' if decays else 'no_decay'}"
         if key not in groups:
             lr_mult = {"head": 1.0, "backbone": cfg.backbone_lr_mult,
-                       "pretrained": cfg.backbone_lr_mult * cfg.pretrained_lr_mult}[part]
+                       "pretrained": cfg.backbone_lr_mult * cfg.pretrained_lr_mult,
+                       TEMPORAL_EMBEDDING: cfg.backbone_lr_mult
+                       * cfg.temporal_embedding_lr_mult}[part]
             groups[key] = {
                 "name": key,
                 "params": [],

@@ -49,7 +49,7 @@ from aim_video.engine.distributed import (
     init_distributed,
 )
 from aim_video.engine.evaluate import EvalResult, evaluate
-from aim_video.engine.optim import build_optimizer, build_scheduler
+from aim_video.engine.optim import build_optimizer, build_scheduler, head_lr
 from aim_video.engine.plots import plot_curves
 from aim_video.model import AIMViT
 from aim_video.weights import CheckpointError, backbone_fingerprint
@@ -403,9 +403,9 @@ class Trainer:
                     elapsed = time.monotonic() - window_start
                     rate = clips_window * self.env.world_size / max(elapsed, 1e-9)
                     sums = self._flush()
-                    # loss: running mean over the epoch so far; lr: the head's (last group)
+                    # loss: running mean over the epoch so far; lr: the head's
                     values = {"loss": sums.loss / max(sums.clips, 1),
-                              "lr": self.optimizer.param_groups[-1]["lr"], "clips_per_s": rate}
+                              "lr": head_lr(self.optimizer), "clips_per_s": rate}
                     bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}",
                                     clips_s=f"{rate:.1f}", eta=self._eta(rate))
                     self._log("step", values)
@@ -430,7 +430,7 @@ class Trainer:
         entry: dict[str, Any] = {
             "epoch": epoch, "step": self.state.global_step,
             "train_loss": loss / max(clips, 1), "train_top1": 100.0 * correct / max(clips, 1),
-            "lr": self.optimizer.param_groups[-1]["lr"], "seconds": epoch_seconds,
+            "lr": head_lr(self.optimizer), "seconds": epoch_seconds,
         }
         every = self.cfg.train.eval_every
         last = epoch == self.cfg.optim.epochs
