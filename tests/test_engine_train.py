@@ -17,7 +17,7 @@ from aim_video.engine import distributed
 from aim_video.engine.checkpoint import RandomBackboneError, load_checkpoint
 from aim_video.engine.config import ConfigError
 from aim_video.engine.evaluate import evaluate
-from aim_video.engine.train import train
+from aim_video.engine.train import _DeviceSums, train
 
 FAST = {"train__plots": False, "eval__splits": []}
 
@@ -54,6 +54,21 @@ def test_stopped_and_resumed_runs_end_with_the_same_weights(synthetic, backbone,
         assert [h["val_top1"] for h in resumed.history] == [h["val_top1"] for h in straight.history]
         steps = [r["step"] for r in _jsonl(out / "metrics.jsonl") if r["kind"] == "step"]
         assert steps == list(range(1, 9))  # lines after the checkpoint were not duplicated
+
+
+def test_running_training_sums_never_mix_host_and_device_tensors():
+    # Training on a GPU crashed at its first step when a host tensor (the clip count) joined
+    # these device-side sums. The meta device refuses host tensors as a GPU does.
+    sums = _DeviceSums("meta")
+    sums.add(torch.empty((), device="meta"), torch.empty(4, 5, device="meta"),
+             torch.empty(4, dtype=torch.int64, device="meta"))
+    assert sums.clips == 4 and sums.values.device.type == "meta"
+    sums = _DeviceSums("cpu")
+    logits, labels = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 0.0]]), torch.zeros(3).long()
+    sums.add(torch.tensor(0.5), logits, labels)  # 2 of 3 right
+    sums.add(torch.tensor(1.0), logits[:1], labels[:1])  # 1 of 1
+    assert sums.take() == (2.5, 3.0, 4)
+    assert sums.take() == (0.0, 0.0, 0)
 
 
 def test_a_random_frozen_backbone_is_refused_unless_allowed(synthetic, tmp_path):

@@ -94,6 +94,30 @@ class _EpochSums:
         self.clips += clips
 
 
+class _DeviceSums:
+    """The training loss and top-1 hits summed on the device the logits are on, read back once
+    per `take`: reading them every step would stall a GPU. Only device tensors meet here (the
+    clip count is known on the host), so the sums run on any device."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.values = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, hits
+        self.clips = 0
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """One micro-batch: `loss` its mean loss, `logits` (N, classes), `labels` (N,)."""
+        hits = (logits.argmax(dim=1) == labels).sum()
+        self.values += torch.stack([loss.detach() * len(labels), hits.to(loss.dtype)])
+        self.clips += len(labels)
+
+    def take(self) -> tuple[float, float, int]:
+        """(loss sum, hits, clips) since the last take; starts the sums over."""
+        loss, hits = self.values.tolist()
+        clips, self.clips = self.clips, 0
+        self.values.zero_()
+        return loss, hits, clips
+
+
 @dataclass
 class _Progress:
     """Where the run is; stored in every checkpoint."""
@@ -116,7 +140,7 @@ class Trainer:
         self.out_dir = Path(cfg.train.out_dir)
         self.state = _Progress()
         self.sums = _EpochSums()
-        self._pending = torch.zeros(3, dtype=torch.float64, device=env.device)
+        self._pending = _DeviceSums(env.device)
         self.dtype = autocast_dtype(cfg.train.precision, env.device)
         self._last_save_time = time.monotonic()
 
@@ -333,17 +357,11 @@ class Trainer:
             loss = F.cross_entropy(logits.float(), labels,
                                    label_smoothing=self.cfg.optim.label_smoothing)
             self.scaler.scale(loss * weight).backward()
-        with torch.no_grad():
-            # Summed on the device: reading them back every step would stall the GPU.
-            correct = (logits.argmax(dim=1) == labels).sum()
-            self._pending += torch.stack([loss.detach() * len(labels), correct,
-                                          torch.tensor(len(labels))]).to(self._pending)
+        self._pending.add(loss, logits, labels)
 
     def _flush(self) -> _EpochSums:
         """Moves the device-side running sums into `self.sums` (one read-back)."""
-        loss, correct, clips = self._pending.tolist()
-        self.sums.add(loss, correct, int(clips))
-        self._pending.zero_()
+        self.sums.add(*self._pending.take())
         return self.sums
 
     def _optimizer_step(self) -> None:

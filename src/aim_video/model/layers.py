@@ -59,8 +59,10 @@ class AutocastLayerNorm(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(x)
         device = x.device.type
-        # (the meta device, used to count FLOPs, has no autocast)
-        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        # The meta device (used to count FLOPs) has no autocast. Not asked through
+        # `torch.amp.is_autocast_available`: torch.compile (2.11) cannot trace that call and
+        # broke the graph in every block here, recompiling each one.
+        if device != "meta" and torch.is_autocast_enabled(device):
             out = out.to(torch.get_autocast_dtype(device))
         return out
 
