@@ -16,12 +16,14 @@
 #   4_b16_recompute.jsonl  ViT-B/16 training with activation checkpointing, batch 32 and 64
 #   5_b16_compiled.jsonl   ViT-B/16 under torch.compile, ours and the reference
 # PyAV (and decord, for the data baseline) must be importable; where pip cannot reach an index,
-# put their wheels in .whl/ and they are installed into /tmp/site first.
+# put their wheels in .whl/ and they are installed into /tmp/site first. With DRY_RUN=1 it only
+# prints each part's command (tests/test_speed_paths.py checks them against the scripts' flags).
 set -u
 OUT=${OUT:-gpu-results}
 DEADLINE=${1:-560}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
+exec 3>&1
 START=$(date +%s)
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
@@ -31,6 +33,10 @@ left() { echo $((DEADLINE - $(date +%s) + START)); }
 part() {
     local name=$1 cap=$2 budget t0 rc
     shift 2
+    if [ -n "${DRY_RUN:-}" ]; then
+        echo "$*" >&3  # the caller's stdout, past the part's own redirection
+        return
+    fi
     budget=$(left)
     ((budget < cap)) && cap=$budget
     if ((cap < 20)); then
@@ -44,11 +50,11 @@ part() {
     echo "== $name: exit $rc after $(($(date +%s) - t0)) s" | tee -a "$LOG"
 }
 
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+if [ -z "${DRY_RUN:-}" ] && [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
-{
+[ -z "${DRY_RUN:-}" ] && {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     nproc
     python3 -c "import torch, av; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'av', av.__version__)"

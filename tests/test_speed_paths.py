@@ -7,6 +7,8 @@ script itself on a micro config.
 """
 
 import importlib.util
+import os
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -367,3 +369,26 @@ def test_cpu_threads_benchmark_compares_against_the_default_threads(tmp_path):
     assert chosen["setting"] == "train.cpu_threads default" and chosen["ratio_vs_baseline"] > 0
     assert baseline["clips_per_s"] > 0 and chosen["clips_per_s"] > 0
     assert torch.get_num_threads() == threads  # training restored the caller's setting
+
+
+def test_gpu_script_parts_pass_the_benchmarks_own_flags(throughput, tmp_path):
+    # A mistyped flag would cost a GPU session its few device minutes: every part's command
+    # must parse with its script's own argument parser.
+    repo = Path(__file__).parents[1]
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path)}
+    printed = subprocess.run(["bash", "benchmarks/gpu_run.sh"], cwd=repo, env=env, text=True,
+                             capture_output=True, check=True).stdout
+    spec = importlib.util.spec_from_file_location(
+        "data_throughput", repo / "benchmarks" / "data_throughput.py")
+    data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data)
+    parsers = {"benchmarks/throughput.py": throughput.parse_args,
+               "benchmarks/data_throughput.py": data.parse_args}
+    parsed = Counter()
+    for line in printed.splitlines():
+        words = line.split()
+        if len(words) > 1 and words[1] in parsers:
+            parsers[words[1]](words[2:])  # exits (SystemExit) on an unknown flag
+            parsed[words[1]] += 1
+    assert parsed == {"benchmarks/throughput.py": 4, "benchmarks/data_throughput.py": 1}
+    assert "bash -c smoke" in printed
