@@ -15,6 +15,8 @@
 #                        (benchmarks/data_throughput.py), originals and prepared, against decord
 #   4_b16_recompute.jsonl  ViT-B/16 training with activation checkpointing, batch 32 and 64
 #   5_b16_compiled.jsonl   ViT-B/16 under torch.compile, ours and the reference
+#   6_b16_attention.jsonl  ViT-B/16's spatial and temporal attention calls alone, per kernel
+#                          (flash, memory-efficient, cuDNN, math, plain matmuls)
 # PyAV (and decord, for the data baseline) must be importable; where pip cannot reach an index,
 # put their wheels in .whl/ and they are installed into /tmp/site first. With DRY_RUN=1 it only
 # prints each part's command (tests/test_speed_paths.py checks them against the scripts' flags).
@@ -63,6 +65,9 @@ fi
 B="python3 benchmarks/throughput.py --device cuda --frames 8 --dtypes bf16"
 part b16_eager 130 $B --archs ViT-B/16 --batch-sizes 32 --compile eager --profile 12 \
     --out "$OUT/1_b16_eager.jsonl"
+
+part attention 40 $B --archs ViT-B/16 --batch-sizes 32 --attention-kernels \
+    --out "$OUT/6_b16_attention.jsonl"
 
 # The engine end to end on the GPU (device augmentation, bf16 autocast, fused AdamW, pinned
 # non-blocking copies), on a small synthetic set: it must finish and write its metrics.

@@ -50,6 +50,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -119,6 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="speed-ups from alternating ours/reference steps (for a shared machine)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="after timing, profile one step and report its N most costly ops")
+    p.add_argument("--attention-kernels", action="store_true",
+                   help="no model: time the spatial and temporal attention calls alone at each "
+                        "case's shapes, with each SDPA kernel and plain matmuls")
     p.add_argument("--estimate", action="store_true",
                    help="no timing: device-free peak memory and eager op counts of each case")
     p.add_argument("--quick", action="store_true",
@@ -510,6 +514,72 @@ def run_case(
     return case.batch / seconds, memory.value, warm, ops
 
 
+SDPA_KERNELS = {
+    "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH,
+}
+
+
+def attention_shapes(cfg: AIMConfig, batch: int) -> dict[str, tuple[int, int, int, int]]:
+    """(sequences, heads, length, head dim) of one block's spatial and temporal attention."""
+    vit = cfg.vit
+    head_dim = vit.width // vit.heads
+    return {
+        "spatial": (batch * cfg.num_frames, vit.heads, vit.num_tokens, head_dim),
+        "temporal": (batch * vit.num_tokens, vit.heads, cfg.num_frames, head_dim),
+    }
+
+
+def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention from two batched matmuls (softmax in fp32): no tiles to pad."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+    return scores.float().softmax(dim=-1).to(v.dtype) @ v
+
+
+def attention_call(kernel: str) -> Callable[..., torch.Tensor]:
+    if kernel == "matmul":
+        return matmul_attention
+
+    def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        with sdpa_kernel(SDPA_KERNELS[kernel]):
+            return F.scaled_dot_product_attention(q, k, v)
+
+    return sdpa
+
+
+def run_attention_kernels(args: argparse.Namespace, record: Recorder,
+                          device: torch.device) -> None:
+    """Milliseconds per call (forward, and forward + backward) of the spatial and temporal
+    attention at each case's shapes, per kernel; `per_step_ms` is that times the blocks."""
+    grid = itertools.product(args.archs, args.frames, args.batch_sizes, args.dtypes)
+    for arch, frames, batch, dtype in grid:
+        cfg = AIMConfig(vit=arch_config(arch), num_frames=frames, num_classes=NUM_CLASSES)
+        for call, shape in attention_shapes(cfg, batch).items():
+            q, k, v = (torch.randn(shape, device=device, dtype=DTYPES[dtype], requires_grad=True)
+                       for _ in range(3))
+            grad = torch.randn_like(q)
+            reference = matmul_attention(q, k, v).float()
+            for kernel in [*SDPA_KERNELS, "matmul"]:
+                attend = attention_call(kernel)
+                fields = dict(arch=arch, frames=frames, batch=batch, dtype=dtype, call=call,
+                              shape=list(shape), kernel=kernel)
+                try:
+                    with torch.no_grad():
+                        error = (attend(q, k, v).float() - reference).abs().max().item()
+                        forward, _ = timed(lambda: attend(q, k, v), args.steps, args.warmup,
+                                           device, args.clock)
+                    both, _ = timed(lambda: attend(q, k, v).backward(grad), args.steps,
+                                    args.warmup, device, args.clock)
+                except RuntimeError as err:  # no such kernel for these inputs on this device
+                    record("skipped", **fields, reason=str(err).splitlines()[0][:200])
+                    continue
+                record("attention", **fields, forward_ms=round(forward * 1e3, 4),
+                       forward_backward_ms=round(both * 1e3, 4),
+                       per_step_ms=round(both * 1e3 * cfg.vit.layers, 3),
+                       max_abs_diff_vs_matmul=float(f"{error:.3g}"))
+            del q, k, v, grad
+
+
 def run_estimates(args: argparse.Namespace, record: Recorder) -> None:
     for group in cases(args):
         for case in group:
@@ -607,6 +677,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     record("env", **env, argv=sys.argv[1:] if argv is None else argv)
     if args.estimate:
         run_estimates(args, record)
+    elif args.attention_kernels:
+        run_attention_kernels(args, record, device)
     else:
         run_timings(args, record, device)
     record("done", seconds=round(time.perf_counter() - started, 1))

@@ -390,5 +390,21 @@ def test_gpu_script_parts_pass_the_benchmarks_own_flags(throughput, tmp_path):
         if len(words) > 1 and words[1] in parsers:
             parsers[words[1]](words[2:])  # exits (SystemExit) on an unknown flag
             parsed[words[1]] += 1
-    assert parsed == {"benchmarks/throughput.py": 4, "benchmarks/data_throughput.py": 1}
+    assert parsed == {"benchmarks/throughput.py": 5, "benchmarks/data_throughput.py": 1}
     assert "bash -c smoke" in printed
+
+
+def test_attention_kernels_are_timed_alone_and_agree(throughput):
+    records = throughput.main(["--device", "cpu", "--attention-kernels", "--archs", "cpu-tiny",
+                               "--frames", "8", "--batch-sizes", "2", "--dtypes", "fp32",
+                               "--steps", "2", "--warmup", "1"])
+    timed = {(r["call"], r["kernel"]): r for r in records if r["kind"] == "attention"}
+    # The CPU has flash and math SDPA kernels (the others are reported as skipped).
+    assert {("spatial", "flash"), ("temporal", "math"), ("temporal", "matmul")} <= set(timed)
+    assert timed["spatial", "flash"]["shape"] == [16, 3, 50, 64]  # B·T frames, 7x7 + 1 tokens
+    assert timed["temporal", "flash"]["shape"] == [100, 3, 8, 64]  # B·(N+1) tracks, T frames
+    for record in timed.values():
+        assert record["max_abs_diff_vs_matmul"] < 1e-5
+        assert record["per_step_ms"] == pytest.approx(4 * record["forward_backward_ms"], rel=1e-3)
+    skipped = [r for r in records if r["kind"] == "skipped"]
+    assert len(timed) + len(skipped) == 2 * 5
