@@ -86,6 +86,21 @@ def test_device_augmentation_equals_the_host_pipeline(videos, overrides):
         assert flipped_labels > 0  # the label map ran on the device
 
 
+@pytest.mark.parametrize("overrides", AUGMENTATIONS.values(), ids=AUGMENTATIONS.keys())
+def test_device_augmentation_keeps_host_tensors_out_of_device_work(videos, overrides):
+    # The meta device refuses host tensors as a GPU does (a host tensor in device work crashed
+    # GPU training once): the batch and its labels must come out on the video's device.
+    shipped = collate([dataset(videos, device_augment=True, **overrides)[i] for i in range(3)])
+    video, states = shipped["video"], shipped["aug_state"]
+    labels = shipped["clip_labels"].flatten() if "clip_labels" in shipped else shipped["label"]
+    if "clip_labels" in shipped:
+        video, states = video.flatten(0, 1), states.flatten(0, 1)
+    finish = DeviceAugment(dataset(videos, device_augment=True, **overrides).train_transform)
+    out, new_labels = finish(video.to("meta"), labels, states)
+    assert out.device.type == new_labels.device.type == "meta"
+    assert out.shape == (len(video), 3, 4, 32, 32)
+
+
 def test_device_items_ship_uint8_crops_and_generator_states(videos):
     item = dataset(videos, device_augment=True)[0]
     assert item["video"].dtype == torch.uint8 and item["video"].shape == (4, 32, 32, 3)
