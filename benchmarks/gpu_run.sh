@@ -6,7 +6,8 @@
 #
 # The parts run in order of importance, each under its own time cap and never past DEADLINE_S
 # (default 560) seconds from the start; a part that fails or runs out of time leaves its
-# partial JSON lines and the next part still runs. Writes into $OUT (at most 8 files):
+# partial JSON lines and the next part still runs. Writes into $OUT (8 files, the most a
+# device call brings back):
 #   log.txt              the GPU, each part's exit status and seconds, and the engine smoke's log
 #   1_b16_eager.jsonl    ViT-B/16 8x224 bf16 batch 32, train and inference, ours and the
 #                        reference formulation, with the 12 costliest kernels of one step
@@ -17,6 +18,7 @@
 #   5_b16_compiled.jsonl   ViT-B/16 under torch.compile, ours and the reference
 #   6_b16_attention.jsonl  ViT-B/16's spatial and temporal attention calls alone, per kernel
 #                          (flash, memory-efficient, cuDNN, math, plain matmuls)
+#   7_b16_matmul_temporal.jsonl  ViT-B/16 eager with model.temporal_attention=matmul
 # PyAV (and decord, for the data baseline) must be importable; where pip cannot reach an index,
 # put their wheels in .whl/ and they are installed into /tmp/site first. With DRY_RUN=1 it only
 # prints each part's command (tests/test_speed_paths.py checks them against the scripts' flags).
@@ -68,6 +70,9 @@ part b16_eager 130 $B --archs ViT-B/16 --batch-sizes 32 --compile eager --profil
 
 part attention 40 $B --archs ViT-B/16 --batch-sizes 32 --attention-kernels \
     --out "$OUT/6_b16_attention.jsonl"
+
+part b16_matmul_temporal 60 $B --archs ViT-B/16 --batch-sizes 32 --compile eager \
+    --temporal-attention matmul --reference none --out "$OUT/7_b16_matmul_temporal.jsonl"
 
 # The engine end to end on the GPU (device augmentation, bf16 autocast, fused AdamW, pinned
 # non-blocking copies), on a small synthetic set: it must finish and write its metrics.

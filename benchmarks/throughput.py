@@ -58,7 +58,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from aim_video.engine.optim import FUSED_DEVICES
 from aim_video.model import AIMConfig, AIMViT, ViTConfig, get_variant
+from aim_video.model.config import ATTENTION_KERNELS
 from aim_video.model.flops import forward_flops
+from aim_video.model.layers import matmul_attention
 from aim_video.model.vit import Recompute
 from aim_video.reference import ReferenceAIM
 from aim_video.weights import load_aim_checkpoint
@@ -92,6 +94,7 @@ class Case:
     mode: str  # "train" | "infer"
     compiled: str  # "eager" or a torch.compile mode
     recompute: str  # a Recompute value (ours only; the reference has none)
+    temporal_attention: str = "sdpa"  # the temporal attention's kernel (ours only)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -107,6 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", choices=["train", "infer"], default=["train", "infer"])
     p.add_argument("--recompute", nargs="+", choices=[r.value for r in Recompute],
                    default=["nothing"], help="gradient checkpointing policies (ours, training)")
+    p.add_argument("--temporal-attention", nargs="+", choices=ATTENTION_KERNELS,
+                   default=["sdpa"], help="kernels of our temporal attention (the speed-up "
+                                          "uses the first)")
     p.add_argument("--reference", choices=["all", "eager", "none"], default="all",
                    help="which cases also run the reference model")
     p.add_argument("--steps", type=int, default=10, help="timed steps per case")
@@ -363,7 +369,7 @@ def shared_weights(cfg: AIMConfig) -> tuple[dict[str, torch.Tensor], dict[str, t
 def new_model(case: Case, cfg: AIMConfig) -> nn.Module:
     """An untrained model of the case, on the current default device, trainable set applied."""
     if case.impl == "ours":
-        model = AIMViT(cfg)
+        model = AIMViT(cfg.replace(temporal_attention=case.temporal_attention))
         model.set_grad_checkpointing(Recompute(case.recompute))
         return model
     model = ReferenceAIM.from_config(cfg)
@@ -485,7 +491,8 @@ def cases(args: argparse.Namespace) -> Iterator[tuple[Case, ...]]:
                              args.compile, args.modes)
     for arch, frames, batch, dtype, compile_mode, mode in grid:
         policies = args.recompute if mode == "train" else ["nothing"]
-        group = [Case("ours", arch, frames, batch, dtype, mode, compile_mode, r) for r in policies]
+        group = [Case("ours", arch, frames, batch, dtype, mode, compile_mode, r, kernel)
+                 for kernel in args.temporal_attention for r in policies]
         if args.reference == "all" or (args.reference == "eager" and compile_mode == "eager"):
             group.append(Case("reference", arch, frames, batch, dtype, mode, compile_mode, "nothing"))
         yield tuple(group)
@@ -528,12 +535,6 @@ def attention_shapes(cfg: AIMConfig, batch: int) -> dict[str, tuple[int, int, in
         "spatial": (batch * cfg.num_frames, vit.heads, vit.num_tokens, head_dim),
         "temporal": (batch * vit.num_tokens, vit.heads, cfg.num_frames, head_dim),
     }
-
-
-def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention from two batched matmuls (softmax in fp32): no tiles to pad."""
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
-    return scores.float().softmax(dim=-1).to(v.dtype) @ v
 
 
 def attention_call(kernel: str) -> Callable[..., torch.Tensor]:
@@ -643,7 +644,7 @@ def run_timings(args: argparse.Namespace, record: Recorder, device: torch.device
                    warmup_s=round(warm, 2))
             if ops:
                 record("profile", **fields, top_ops_ms=ops)
-            if case.recompute == "nothing":
+            if case.recompute == "nothing" and case.temporal_attention == first.temporal_attention:
                 speeds[case.impl] = clips_per_s
         if {"ours", "reference"} <= set(speeds):
             fields = {k: v for k, v in asdict(first).items() if k not in ("impl", "recompute")}

@@ -270,6 +270,25 @@ def test_each_attention_is_one_4d_fused_sdpa_call_and_tokens_are_copied_once_per
     assert ops["clone"] + ops["copy_"] + ops["contiguous"] == 1 + TINY.layers
 
 
+@pytest.mark.parametrize("recompute", ["nothing", "attention_mlp"])
+def test_temporal_attention_through_matmuls_equals_sdpa(recompute):
+    torch.manual_seed(0)
+    fused = with_live_adapters(AIMViT(tiny(temporal_in=True, dropout=0.0, drop_path=0.0)))
+    plain = AIMViT(tiny(temporal_in=True, dropout=0.0, drop_path=0.0,
+                        temporal_attention="matmul"))
+    plain.load_state_dict(fused.state_dict())
+    x = clip()
+    for model in (fused, plain):
+        model.set_grad_checkpointing(Recompute(recompute))
+        model(x).square().sum().backward()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), fused(x), rtol=1e-5, atol=1e-6)
+    for name, grad in grads(fused).items():
+        torch.testing.assert_close(grads(plain)[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="temporal_attention"):
+        tiny(temporal_attention="flash")
+
+
 # ---------------------------------------------------------------- compile and CUDA graphs
 HOST_SYNC_OPS = {"_local_scalar_dense", "item", "nonzero", "is_nonzero", "masked_select", "unique"}
 
@@ -390,7 +409,7 @@ def test_gpu_script_parts_pass_the_benchmarks_own_flags(throughput, tmp_path):
         if len(words) > 1 and words[1] in parsers:
             parsers[words[1]](words[2:])  # exits (SystemExit) on an unknown flag
             parsed[words[1]] += 1
-    assert parsed == {"benchmarks/throughput.py": 5, "benchmarks/data_throughput.py": 1}
+    assert parsed == {"benchmarks/throughput.py": 6, "benchmarks/data_throughput.py": 1}
     assert "bash -c smoke" in printed
 
 

@@ -27,6 +27,7 @@ from aim_video.model import AIMConfig, ViTConfig, get_variant
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 RecomputePolicy = Literal["nothing", "mlp", "attention_mlp", "blocks"]  # aim_video.model Recompute
+AttentionKernel = Literal["sdpa", "matmul"]  # aim_video.model.config.ATTENTION_KERNELS
 
 
 class ConfigError(ValueError):
@@ -60,6 +61,7 @@ class ModelConfig:
     scale: float = 0.5  # joint adapter weight s (0.5 Kinetics/Diving-48, 1.0 SSv2)
     drop_path: float = 0.2  # stochastic depth, rising linearly over depth
     dropout: float = 0.5  # dropout before the head
+    temporal_attention: AttentionKernel = "sdpa"  # the temporal attention's kernel (AIMConfig)
     pretrained: str | None = None  # image backbone weights (CLIP .pt, open_clip, HF, ...)
     pretrained_format: str = "auto"  # format of `pretrained`; auto-detected by default
     allow_random_backbone: bool = False  # train a frozen backbone that was never loaded

@@ -69,6 +69,9 @@ def scaled_adapter_std(width: int) -> float:
     return 0.02 * (768 / width) ** 0.5
 
 
+ATTENTION_KERNELS = ("sdpa", "matmul")  # see AIMConfig.temporal_attention
+
+
 @dataclass(frozen=True)
 class AIMConfig:
     """How the frozen image model becomes a video classifier, and what is trained.
@@ -96,11 +99,18 @@ class AIMConfig:
     drop_path: float = 0.2  # stochastic depth on temporal and joint branches, linear over depth
     dropout: float = 0.5  # dropout before the linear head
     grad_checkpointing: bool = False  # recompute block activations in backward to save memory
+    # How the temporal attention (T frames per sequence) is computed: "sdpa" (PyTorch's fused
+    # kernels) or "matmul" (two batched matmuls, softmax in fp32), for kernels whose tiles are
+    # mostly padding at T = 8. The same numbers either way; which is faster is per device.
+    temporal_attention: str = "sdpa"
 
     def __post_init__(self) -> None:
         self.adapted_blocks()  # validates adapter_blocks early
         if self.temporal_in and not self.temporal:
             raise ValueError("temporal_in needs temporal adaptation")
+        if self.temporal_attention not in ATTENTION_KERNELS:
+            raise ValueError(f"temporal_attention must be one of {ATTENTION_KERNELS}, "
+                             f"got {self.temporal_attention!r}")
 
     def replace(self, **changes) -> AIMConfig:
         """A copy with some fields changed (`vit` may be a variant name)."""

@@ -152,6 +152,16 @@ def tracks_to_frames(x: torch.Tensor, length: int) -> torch.Tensor:
     return x.view(bl // length, length, frames, width).transpose(1, 2)
 
 
+def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q kᵀ / sqrt(d)) v as two batched matmuls, the softmax in fp32.
+
+    For very short sequences (the temporal attention's T frames), where a fused kernel's tiles
+    (64 or 128 positions) are mostly padding; the (L, L) scores are small there.
+    """
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+    return scores.float().softmax(dim=-1).to(v.dtype) @ v
+
+
 class Attention(nn.Module):
     """Multi-head self-attention from a fused `in_proj_weight`, through SDPA.
 
@@ -181,8 +191,9 @@ class Attention(nn.Module):
         nn.init.zeros_(self.in_proj_bias)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (N, L, D) attends over L; returns (N, L, D)."""
+    def forward(self, x: torch.Tensor, kernel: str = "sdpa") -> torch.Tensor:
+        """x (N, L, D) attends over L; returns (N, L, D). `kernel`: "sdpa" (PyTorch's fused
+        attention) or "matmul" (`matmul_attention`)."""
         n, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         # (N, L, 3D) -> (N, L, 3, heads, D/heads) -> 3 x (N, heads, L, D/heads), all views.
@@ -191,7 +202,10 @@ class Attention(nn.Module):
         q, k, v = (
             t.transpose(1, 2) for t in qkv.view(n, length, 3, self.heads, -1).unbind(2)
         )
-        out = F.scaled_dot_product_attention(q, k, v)
+        if kernel == "matmul":
+            out = matmul_attention(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         # (N, heads, L, D/heads) -> (N, L, heads, D/heads) -> (N, L, D); a view for the fused
         # kernels, which write heads innermost.
         return self.out_proj(out.transpose(1, 2).reshape(n, length, width))

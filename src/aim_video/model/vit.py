@@ -9,6 +9,7 @@ without renaming. Input layout everywhere: (B, C, T, H, W).
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 
 import torch
@@ -82,9 +83,11 @@ class AIMBlock(nn.Module):
         adapter_init_std: float,
         scale: float,
         drop_path: float,
+        temporal_attention: str = "sdpa",
     ) -> None:
         super().__init__()
         hidden = int(width * mlp_ratio)
+        self.temporal_attention = temporal_attention  # the temporal call's kernel
         self.attn = Attention(width, heads)
         self.ln_1 = AutocastLayerNorm(width)
         self.mlp = MLP(width, hidden)
@@ -139,7 +142,8 @@ class AIMBlock(nn.Module):
         xt = frames_to_tracks(self.ln_1(x), frames)  # (B·L, T, D)
         if hasattr(self, "T_Adapter_in"):
             xt = self.T_Adapter_in(xt)
-        xt = self.T_Adapter(self.recomputed(self.attn, xt, self.recompute_attention))
+        attend = functools.partial(self.attn, kernel=self.temporal_attention)
+        xt = self.T_Adapter(self.recomputed(attend, xt, self.recompute_attention))
         # Drop-path samples are the B·T frames, i.e. the first two dims of (B, T, L, D).
         frame_major = x.view(bt // frames, frames, length, width)
         x = self.drop_path.add(frame_major, tracks_to_frames(xt, length), sample_dims=2)
@@ -177,6 +181,7 @@ class Transformer(nn.Module):
                 adapter_init_std=cfg.adapter_init_std,
                 scale=cfg.scale,
                 drop_path=rate,
+                temporal_attention=cfg.temporal_attention,
             )
             for rate, adapted in zip(rates, cfg.adapted_blocks())
         )
