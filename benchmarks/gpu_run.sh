@@ -61,7 +61,8 @@ fi
 [ -z "${DRY_RUN:-}" ] && {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     nproc
-    python3 -c "import torch, av; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'av', av.__version__)"
+    python3 -c "import torch, av; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+                                       'av', av.__version__)"
 } 2>&1 | tee -a "$LOG"
 
 B="python3 benchmarks/throughput.py --device cuda --frames 8 --dtypes bf16"

@@ -413,6 +413,21 @@ def test_gpu_script_parts_pass_the_benchmarks_own_flags(throughput, tmp_path):
     assert "bash -c smoke" in printed
 
 
+def test_benchmark_times_each_temporal_kernel_and_compares_the_first(throughput):
+    records = throughput.main(["--device", "cpu", "--archs", "cpu-tiny", "--frames", "8",
+                               "--batch-sizes", "2", "--dtypes", "fp32", "--compile", "eager",
+                               "--modes", "infer", "--temporal-attention", "matmul", "sdpa",
+                               "--steps", "1", "--warmup", "1", "--threads", "1"])
+    ours = [r["temporal_attention"] for r in records
+            if r["kind"] == "result" and r["impl"] == "ours"]
+    assert ours == ["matmul", "sdpa"]
+    (speedup,) = [r for r in records if r["kind"] == "speedup"]
+    matmul = next(r for r in records
+                  if r["kind"] == "result" and r["temporal_attention"] == "matmul")
+    assert speedup["temporal_attention"] == "matmul"
+    assert speedup["ours_clips_per_s"] == matmul["clips_per_s"]
+
+
 def test_attention_kernels_are_timed_alone_and_agree(throughput):
     records = throughput.main(["--device", "cpu", "--attention-kernels", "--archs", "cpu-tiny",
                                "--frames", "8", "--batch-sizes", "2", "--dtypes", "fp32",
