@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -18,6 +19,8 @@ from aim_video.engine.checkpoint import RandomBackboneError, load_checkpoint
 from aim_video.engine.config import ConfigError
 from aim_video.engine.evaluate import evaluate
 from aim_video.engine.train import _DeviceSums, train
+
+train_module = importlib.import_module("aim_video.engine.train")  # `train` is also the function
 
 FAST = {"train__plots": False, "eval__splits": []}
 
@@ -56,19 +59,30 @@ def test_stopped_and_resumed_runs_end_with_the_same_weights(synthetic, backbone,
         assert steps == list(range(1, 9))  # lines after the checkpoint were not duplicated
 
 
-def test_running_training_sums_never_mix_host_and_device_tensors():
-    # Training on a GPU crashed at its first step when a host tensor (the clip count) joined
-    # these device-side sums. The meta device refuses host tensors as a GPU does.
-    sums = _DeviceSums("meta")
-    sums.add(torch.empty((), device="meta"), torch.empty(4, 5, device="meta"),
-             torch.empty(4, dtype=torch.int64, device="meta"))
-    assert sums.clips == 4 and sums.values.device.type == "meta"
+def test_running_training_sums_add_up_and_start_over():
     sums = _DeviceSums("cpu")
     logits, labels = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 0.0]]), torch.zeros(3).long()
     sums.add(torch.tensor(0.5), logits, labels)  # 2 of 3 right
     sums.add(torch.tensor(1.0), logits[:1], labels[:1])  # 1 of 1
     assert sums.take() == (2.5, 3.0, 4)
     assert sums.take() == (0.0, 0.0, 0)
+
+
+def test_a_training_step_keeps_every_tensor_on_the_training_device(synthetic, backbone,
+                                                                   tmp_path, monkeypatch):
+    # The GPU path without a GPU: one batch from the loader through device augmentation,
+    # forward, backward, the running sums and a clipped optimiser step, on the meta device,
+    # which refuses host tensors as CUDA does (the sums once crashed GPU training this way).
+    monkeypatch.setattr(train_module, "backbone_fingerprint", lambda model: "unread")
+    cfg = tiny_config(synthetic, tmp_path / "run", backbone, data__device_augment=True,
+                      optim__grad_clip=1.0)
+    env = distributed.DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("meta"))
+    trainer = train_module.Trainer(cfg, env, progress=False)
+    video, labels = trainer._batch(next(iter(trainer.loader)))
+    assert video.device.type == labels.device.type == "meta"
+    trainer._micro_step(video, labels, 1.0, sync=True)
+    trainer._optimizer_step()
+    assert trainer._pending.clips == len(labels) and trainer.state.global_step == 1
 
 
 def test_a_random_frozen_backbone_is_refused_unless_allowed(synthetic, tmp_path):

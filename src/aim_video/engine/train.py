@@ -349,8 +349,8 @@ class Trainer:
     def _micro_step(self, video: torch.Tensor, labels: torch.Tensor, weight: float,
                     sync: bool) -> None:
         """Forward and backward of one micro-batch; `weight` = 1 / micro-batches in the step."""
-        autocast = torch.autocast(self.env.device.type, dtype=self.dtype or torch.float32,
-                                  enabled=self.dtype is not None)
+        autocast = (contextlib.nullcontext() if self.dtype is None
+                    else torch.autocast(self.env.device.type, dtype=self.dtype))
         with self._no_sync(sync):
             with autocast:
                 logits = self.forward_model(video)
