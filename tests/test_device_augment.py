@@ -90,13 +90,13 @@ def test_device_augmentation_equals_the_host_pipeline(videos, overrides):
 def test_device_augmentation_keeps_host_tensors_out_of_device_work(videos, overrides):
     # The meta device refuses host tensors as a GPU does (a host tensor in device work crashed
     # GPU training once): the batch and its labels must come out on the video's device.
-    shipped = collate([dataset(videos, device_augment=True, **overrides)[i] for i in range(3)])
-    video, states = shipped["video"], shipped["aug_state"]
-    labels = shipped["clip_labels"].flatten() if "clip_labels" in shipped else shipped["label"]
-    if "clip_labels" in shipped:
+    data = dataset(videos, device_augment=True, **overrides)
+    shipped = collate([data[i] for i in range(3)])
+    video, states, labels = shipped["video"], shipped["aug_state"], shipped["label"]
+    if "clip_labels" in shipped:  # (B, K, ...) -> (B·K, ...)
         video, states = video.flatten(0, 1), states.flatten(0, 1)
-    finish = DeviceAugment(dataset(videos, device_augment=True, **overrides).train_transform)
-    out, new_labels = finish(video.to("meta"), labels, states)
+        labels = shipped["clip_labels"].flatten()
+    out, new_labels = DeviceAugment(data.train_transform)(video.to("meta"), labels, states)
     assert out.device.type == new_labels.device.type == "meta"
     assert out.shape == (len(video), 3, 4, 32, 32)
 
