@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aim_video.errors import UserError
 from aim_video.model.config import AIMConfig, ViTConfig
 from aim_video.model.vit import ADAPTER_NAMES, AIMViT, parameter_group
 
@@ -55,7 +56,7 @@ HF_FOLDER_FILES = ("model.safetensors", "pytorch_model.bin")
 MAX_LISTED = 20  # keys listed per kind in an error message
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint file cannot be read, or does not fit the model; the message names the file."""
 
 

@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from aim_video.errors import UserError
+
 Format = Literal[
     "auto",
     "mmaction",
@@ -102,7 +104,7 @@ class Annotations:
         return len(self.records)
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """A malformed annotation file; the message names the file and, for text, the line."""
 
     def __init__(self, path: str | os.PathLike[str], line: int | None, reason: str) -> None:

@@ -61,6 +61,7 @@ from aim_video.data.decode import (
     open_video,
 )
 from aim_video.data.pool import process_pool, usable_cpus
+from aim_video.errors import UserError
 
 SUFFIX = ".mp4"
 SETTINGS_FILE = "prepare.json"
@@ -73,7 +74,7 @@ X264_PRESETS = (
 )
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
     """A setup problem that stops the whole conversion (not a bad input, which is listed)."""
 
 

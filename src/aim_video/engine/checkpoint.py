@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from aim_video.engine.config import ConfigError, ModelConfig, RunConfig
+from aim_video.engine.config import ConfigError, ModelConfig, RunConfig, config_from_dict
+from aim_video.errors import UserError
 from aim_video.model import AIMViT
 from aim_video.model.vit import RANDOM_SOURCE
 from aim_video.weights import CheckpointError, backbone_fingerprint, load_pretrained
@@ -37,7 +38,7 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
-class RandomBackboneError(RuntimeError):
+class RandomBackboneError(UserError, RuntimeError):
     """Training would adapt a frozen backbone that was never loaded."""
 
 
@@ -155,6 +156,17 @@ def find_resume(resume: str | Path | None, out_dir: str | Path) -> Path | None:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file to resume from")
     return path
+
+
+def checkpoint_config(
+    state: dict[str, Any], path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
+    """The run config a checkpoint was trained with, with `overrides` applied.
+
+    The one place that turns a checkpoint's stored config back into a `RunConfig`: evaluation,
+    prediction and export all start here.
+    """
+    return config_from_dict(state["config"], list(overrides))
 
 
 # ------------------------------------------------------------------------------------ model

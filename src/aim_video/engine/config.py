@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from aim_video.data.dataset import DataConfig
+from aim_video.errors import UserError
 from aim_video.model import AIMConfig, ViTConfig, get_variant
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
@@ -30,7 +31,7 @@ RecomputePolicy = Literal["nothing", "mlp", "attention_mlp", "blocks"]  # aim_vi
 AttentionKernel = Literal["sdpa", "matmul"]  # aim_video.model.config.ATTENTION_KERNELS
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that cannot be applied; the message names the key or file."""
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from aim_video.data.dataset import VideoDataset, build_dataset, collate
 from aim_video.engine import checkpoint as ckpt
-from aim_video.engine.config import RunConfig, config_from_dict, with_views
+from aim_video.engine.config import RunConfig, with_views
 from aim_video.engine.distributed import (
     DistEnv,
     all_gather_objects,
@@ -226,7 +226,7 @@ def evaluate(
         if checkpoint is None:
             raise ValueError("evaluate needs a model or a checkpoint")
         state = ckpt.load_checkpoint(checkpoint)
-        cfg = cfg if cfg is not None else config_from_dict(state["config"], overrides)
+        cfg = cfg if cfg is not None else ckpt.checkpoint_config(state, checkpoint, overrides)
         class_names = class_names or list(state["class_names"])
         model = ckpt.model_from_checkpoint(state, checkpoint, cfg, pretrained)
         loaded = True

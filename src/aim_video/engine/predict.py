@@ -15,7 +15,7 @@ from pathlib import Path
 from aim_video.data.annotations import Annotations, VideoRecord
 from aim_video.data.dataset import VideoDataset
 from aim_video.engine import checkpoint as ckpt
-from aim_video.engine.config import RunConfig, config_from_dict, with_views
+from aim_video.engine.config import RunConfig, with_views
 from aim_video.engine.distributed import autocast_dtype, resolve_device
 from aim_video.engine.evaluate import run_model
 
@@ -75,7 +75,7 @@ def predict(
         One prediction per video, in input order.
     """
     state = ckpt.load_checkpoint(checkpoint)
-    cfg = with_views(cfg if cfg is not None else config_from_dict(state["config"]), views)
+    cfg = with_views(cfg if cfg is not None else ckpt.checkpoint_config(state, checkpoint), views)
     names = list(state["class_names"])
     model = ckpt.model_from_checkpoint(state, checkpoint, cfg, pretrained)
     dev = resolve_device(device)
