@@ -4,8 +4,32 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from aim_video.errors import UserError
+
+
+def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Creates the folder `path` if needed and checks that a file can be written in it.
+
+    Called before long work whose results go there, so that a read-only or misspelt output
+    folder fails at once rather than after the work.
+
+    Raises:
+        UserError: the folder cannot be created or written to (names it and why).
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # A real write: permission bits alone miss read-only mounts, quotas and root's rights.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write to the output folder {folder}: "
+                        f"{err.strerror or err}") from None
+    return folder
 
 
 def write_text_atomic(path: Path, text: str) -> None:
