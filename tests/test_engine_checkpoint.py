@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
 import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from aim_video.engine.checkpoint import (
 )
 from aim_video.engine.evaluate import evaluate
 from aim_video.engine.train import train
+from aim_video.files import remove_temp_files, temp_files, write_atomic
 from aim_video.weights import CheckpointError
 
 FAST = {"train__plots": False, "eval__splits": [], "train__max_steps": 1}
@@ -89,6 +92,38 @@ def test_saving_is_atomic(tmp_path):
         save_checkpoint({"value": lambda: None}, path)  # cannot be pickled: fails mid-write
     assert torch.equal(torch.load(path, weights_only=True)["value"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+def test_checkpoints_get_the_mode_of_every_other_output(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        save_checkpoint({"value": torch.ones(1)}, tmp_path / "a.pt")
+        os.umask(0o027)  # the caller's umask applies, as to open()
+        save_checkpoint({"value": torch.ones(1)}, tmp_path / "b.pt")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.pt").stat().st_mode) == 0o644  # not mkstemp's 0600
+    assert stat.S_IMODE((tmp_path / "b.pt").stat().st_mode) == 0o640
+
+
+def test_a_killed_writer_leaves_only_a_temporary_file_which_cleanup_finds(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "last.pt", _interrupted)
+    assert (tmp_path / "last.pt").read_bytes() == b"old"
+    # A SIGKILL runs no cleanup: what it leaves looks like this.
+    left = [tmp_path / ".last.pt.0123abcd.tmp", tmp_path / ".best.pt.89abcdef.tmp"]
+    for path in left:
+        path.write_bytes(b"half")
+    (tmp_path / ".hidden.tmp").write_bytes(b"not ours")
+    assert temp_files(tmp_path, "best.pt") == left[1:]
+    assert remove_temp_files(tmp_path) == sorted(left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden.tmp", "last.pt"]
+
+
+def _interrupted(temp):
+    temp.write_bytes(b"new, half written")
+    raise KeyboardInterrupt
 
 
 def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):

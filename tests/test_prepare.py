@@ -159,7 +159,7 @@ def test_rerun_skips_finished_videos_and_redoes_interrupted_ones(sources, tmp_pa
     wide, tall = out / "a" / "wide.mp4", out / "a" / "tall.mp4"
     stamp = wide.stat().st_mtime_ns
     tall.unlink()  # interrupted: the renamed file never appeared, a partial one is left
-    partial = out / "a" / "tall.mp4.partial"
+    partial = out / "a" / ".tall.mp4.0123abcd.tmp"  # as aim_video.files.write_atomic names it
     partial.write_bytes(b"half an mp4")
     annotations = load_annotations(sources / "train.txt", root=sources,
                                    class_names=sources / "classes.txt")

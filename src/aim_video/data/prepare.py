@@ -34,7 +34,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -62,12 +62,12 @@ from aim_video.data.decode import (
 )
 from aim_video.data.pool import process_pool, usable_cpus
 from aim_video.errors import UserError
+from aim_video.files import remove_temp_files, write_atomic, write_text_atomic
 
 SUFFIX = ".mp4"
 SETTINGS_FILE = "prepare.json"
 BAD_INPUTS_FILE = "bad_inputs.json"
 CLASS_NAMES_FILE = "classes.txt"
-PARTIAL = ".partial"  # appended to a file's name while it is written
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
@@ -194,7 +194,8 @@ def prepare_video(
 ) -> int:
     """Re-encode one video (or frame folder) into `target` (see the module docstring).
 
-    The file is written as ``<target>.partial`` and renamed to `target` when complete.
+    The file is written beside `target` and renamed to it when complete
+    (`aim_video.files.write_atomic`); what an interrupted run left there is removed first.
 
     Args:
         source: The video file or frame folder.
@@ -210,16 +211,12 @@ def prepare_video(
         VideoDecodeError: the source cannot be decoded (nothing is left at `target`).
     """
     target = Path(target)
-    partial = target.with_name(target.name + PARTIAL)
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open_video(source, backend, frame_template) as reader:
-            count = _encode(reader, partial, settings)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, target)
-    return count
+    remove_temp_files(target.parent, target.name)
+    counts = []
+    with open_video(source, backend, frame_template) as reader:
+        write_atomic(target, lambda temp: counts.append(_encode(reader, temp, settings)))
+    return counts[0]
 
 
 # ---------------------------------------------------------------- a data set
@@ -258,7 +255,7 @@ def _check_settings(out_dir: Path, settings: EncodeSettings) -> None:
     path = out_dir / SETTINGS_FILE
     wanted = asdict(settings)
     if not path.is_file():
-        _write_text(path, json.dumps(wanted, indent=1) + "\n")
+        write_text_atomic(path, json.dumps(wanted, indent=1) + "\n")
         return
     try:
         found = json.loads(path.read_text())
@@ -283,17 +280,6 @@ def _check_class_names(path: Path, names: Sequence[str]) -> None:
             f"{path} holds other class names than this annotation file's: prepare every split "
             "with the same class names (--class-names), or into another folder"
         )
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(p)` into a file beside `path`, renamed to `path` once complete."""
-    partial = path.with_name(path.name + PARTIAL)
-    write(partial)
-    os.replace(partial, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    _write_atomic(path, lambda partial: partial.write_text(text, encoding="utf-8"))
 
 
 def _size(path: str | os.PathLike[str]) -> int:
@@ -403,10 +389,10 @@ def prepare_dataset(
             report.source_bytes += _size(source)
             report.prepared_bytes += _size(target)
     bad = [asdict(entry) for entry in report.bad]
-    _write_text(out / BAD_INPUTS_FILE, json.dumps(bad, indent=1) + "\n")
-    _write_atomic(report.class_names_file,
+    write_text_atomic(out / BAD_INPUTS_FILE, json.dumps(bad, indent=1) + "\n")
+    write_atomic(report.class_names_file,
                   lambda path: save_class_names(annotations.class_names, path))
     prepared = Annotations(kept, list(annotations.class_names))
-    _write_atomic(report.annotation_file, lambda path: save_list_file(prepared, path))
+    write_atomic(report.annotation_file, lambda path: save_list_file(prepared, path))
     report.seconds = time.monotonic() - start
     return report

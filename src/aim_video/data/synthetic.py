@@ -52,7 +52,7 @@ import torch
 from tqdm import tqdm
 
 from aim_video.data.pool import process_pool, usable_cpus
-from aim_video.files import read_json, write_json_atomic, write_text_atomic
+from aim_video.files import read_json, write_atomic, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -685,16 +685,17 @@ def write_video(path: Path, frames: np.ndarray, fps: int = FPS, crf: int = CRF) 
     _, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"{path}: yuv420p needs even frame sides, got {w}x{h}")
-    partial = path.with_name(path.name + ".partial")
-    with av.open(str(partial), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        # One encoder thread: the data set is parallel over processes already.
-        stream.options = {"crf": str(crf), "preset": "fast", "threads": "1"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())  # flush the encoder's delayed frames
-    os.replace(partial, path)
+    def encode(temp: Path) -> None:
+        with av.open(str(temp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            # One encoder thread: the data set is parallel over processes already.
+            stream.options = {"crf": str(crf), "preset": "fast", "threads": "1"}
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())  # flush the encoder's delayed frames
+
+    write_atomic(path, encode)
 
 
 def _run_job(job: _Job) -> None:

@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 
 from aim_video.engine.config import ConfigError, ModelConfig, RunConfig, config_from_dict
 from aim_video.errors import UserError
+from aim_video.files import write_atomic
 from aim_video.model import AIMViT
 from aim_video.model.vit import RANDOM_SOURCE
 from aim_video.weights import CheckpointError, backbone_fingerprint, load_pretrained
@@ -78,38 +78,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------ files
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Writes `state` atomically: a temporary file in the same folder, fsync, then rename.
+    """Writes `state` atomically (`aim_video.files.write_atomic`), creating the folder.
 
     A crash mid-write leaves the previous checkpoint intact, never a truncated one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Makes the rename itself durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return write_atomic(path, lambda temp: torch.save(state, temp))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
