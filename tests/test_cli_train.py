@@ -34,7 +34,7 @@ def test_train_then_eval_then_predict(synthetic, backbone, tmp_path, capsys):
     video = sorted((synthetic / "videos" / "val").rglob("*.mp4"))[0]
     missing = tmp_path / "missing.mp4"
     assert main(["predict", str(video), str(missing), "--checkpoint", str(out / "best.pt"),
-                 "--top-k", "3", "--json"]) == 0
+                 "--top-k", "3", "--json"]) == 1  # one unreadable
     predicted = json.loads(capsys.readouterr().out)["videos"]
     assert [p["ok"] for p in predicted] == [True, False]
     top = predicted[0]["top"]

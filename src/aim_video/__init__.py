@@ -5,6 +5,7 @@ Public API:
     AIMConfig, ViTConfig, VARIANTS   -> model descriptions
     load_pretrained(model, path)     -> load CLIP weights (OpenAI, open_clip, HF, timm), strict
     load_aim_checkpoint(path)        -> a released AIM checkpoint as a ready model
+    Predictor.from_checkpoint(path)  -> a trained model: predict, timeline, features
 """
 
 from __future__ import annotations
@@ -25,12 +26,22 @@ def build_model(arch: str | ViTConfig = "ViT-B/16", **fields) -> AIMViT:
     return AIMViT(AIMConfig(vit=vit, **fields))
 
 
+def __getattr__(name: str):
+    # The predictor pulls in the engine and the data loaders: imported when first used.
+    if name == "Predictor":
+        from aim_video.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "VARIANTS",
     "AIMConfig",
     "AIMViT",
     "CheckpointError",
     "LoadReport",
+    "Predictor",
     "ViTConfig",
     "__version__",
     "build_model",

@@ -4,43 +4,110 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import sys
 
-from aim_video.cli.train import user_errors
+from tqdm import tqdm
+
+# Test hook: the process kills itself (SIGKILL, as a crash or an OOM kill would) after this
+# many batches have been written, so a test can resume from a known point.
+KILL_AFTER_BATCHES = "AIM_VIDEO_KILL_AFTER_BATCHES"
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """INPUTS, --checkpoint and the options shared by predict and extract."""
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="video files, folders of videos, or list files (any annotation "
+                             "format aim-video reads; labels are ignored)")
+    parser.add_argument("--root", help="folder that relative paths in list files are under")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--views", metavar="CLIPSxCROPS", help="test views, e.g. 3x1")
+    parser.add_argument("--workers", type=int, help="decoding processes (default: the "
+                                                    "checkpoint's data.num_workers)")
+    parser.add_argument("--batch-size", type=int, help="videos per batch (default: eval.batch_size)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="top-k classes of video files",
-        description="Classify videos (files or folders of them) with a training checkpoint, "
-                    "using the checkpoint's test views. Unreadable videos are reported.",
+        description="Classify videos with a training checkpoint, using the checkpoint's test "
+                    "views. With --out, results are appended to a JSONL file as they come and a "
+                    "rerun skips the inputs already there. Unreadable videos are reported one "
+                    "line each on stderr; the exit status is 1 when any failed.",
     )
-    parser.add_argument("videos", nargs="+", metavar="VIDEO_OR_FOLDER")
+    add_input_arguments(parser)
     parser.add_argument("--checkpoint", required=True, help="last.pt / best.pt of a run")
-    parser.add_argument("--top-k", type=int, default=5, help="classes per video (default 5)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--views", metavar="CLIPSxCROPS", help="test views, e.g. 3x1")
     parser.add_argument("--pretrained", metavar="PATH", help="backbone weights (if moved)")
+    parser.add_argument("--top-k", type=int, default=5, help="classes per video (default 5)")
+    parser.add_argument("--out", metavar="RESULTS.jsonl",
+                        help="append one JSON object per input (path, ok, top, error)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from aim_video.engine.predict import predict
+def _kill_point() -> int | None:
+    value = os.environ.get(KILL_AFTER_BATCHES)
+    return int(value) if value else None
 
-    status: list[int] = []
-    with user_errors("predict", status):
-        predictions = predict(args.videos, args.checkpoint, top_k=args.top_k,
-                              device=args.device, pretrained=args.pretrained, views=args.views)
-    if status:
-        return status[0]
-    if args.json:
-        print(json.dumps({"videos": [
-            {"path": p.path, "ok": p.ok, "error": p.error,
-             "top": [{"class": name, "prob": prob} for name, prob in p.top]}
-            for p in predictions
-        ]}))
-        return 0
+
+def run(args: argparse.Namespace) -> int:
+    from aim_video.outputs import JsonlResults
+    from aim_video.predictor import Predictor, collect_inputs
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, pretrained=args.pretrained,
+                                          device=args.device, views=args.views)
+    frames = predictor.cfg.data.backend == "frames"
+    videos = collect_inputs(args.inputs, root=args.root, frame_folders=frames)
+    results = JsonlResults(args.out) if args.out else None
+    earlier_failures = 0
+    if results is not None:
+        earlier_failures = sum(1 for v in set(videos)
+                               if v in results.done and not results.done[v]["ok"])
+        todo = list(dict.fromkeys(v for v in videos if v not in results.done))
+    else:
+        todo = videos
+    failed, printed = 0, []
+    kill_after = _kill_point()
+    bar = tqdm(total=len(todo), unit="video", disable=args.no_progress or not todo,
+               file=sys.stderr, desc="predict")
+    try:
+        for batches, part in enumerate(predictor.iter_predict(
+                todo, args.top_k, batch_size=args.batch_size, workers=args.workers), 1):
+            for p in part:
+                if not p.ok:
+                    failed += 1
+                    tqdm.write(f"aim-video predict: unreadable: {p.path}: {p.error}",
+                               file=sys.stderr)
+            if results is not None:
+                results.append(p.to_dict() for p in part)
+            else:
+                printed += part
+            bar.update(len(part))
+            if kill_after is not None and batches >= kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+    finally:
+        bar.close()
+        if results is not None:
+            results.close()
+    if results is not None:
+        total = failed + earlier_failures
+        print(f"{len(todo)} predicted, {len(videos) - len(todo)} already in {args.out}, "
+              f"{total} unreadable" + (f" ({earlier_failures} in earlier runs)"
+                                       if earlier_failures else ""), file=sys.stderr)
+        return 1 if total else 0
+    _print(printed, args.json)
+    if failed:
+        print(f"{failed} of {len(printed)} videos unreadable", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _print(predictions: list, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"videos": [p.to_dict() for p in predictions]}))
+        return
     for p in predictions:
         print(p.path)
         if not p.ok:
@@ -49,4 +116,3 @@ def run(args: argparse.Namespace) -> int:
         width = max(len(name) for name, _ in p.top)
         for rank, (name, prob) in enumerate(p.top, 1):
             print(f"  {rank}. {name:<{width}}  {prob:.3f}")
-    return 0

@@ -21,8 +21,17 @@ from aim_video.engine.config import (
     save_config,
 )
 from aim_video.engine.evaluate import EvalResult, evaluate
-from aim_video.engine.predict import Prediction, predict
 from aim_video.engine.train import TrainResult, train
+
+
+def __getattr__(name: str):
+    # Prediction lives in aim_video.predictor, which builds on the engine: imported on use.
+    if name in ("Prediction", "predict"):
+        from aim_video import predictor
+
+        return getattr(predictor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError", "EvalConfig", "EvalResult", "ModelConfig", "OptimConfig", "Prediction",

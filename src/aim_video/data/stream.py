@@ -1,0 +1,278 @@
+"""One forward pass over a long video, cut into overlapping windows, in bounded memory.
+
+`stream_windows` decodes a file once from its start (no seek per window) and yields each
+window's frames as soon as its last frame has been seen. Frames are placed by the times they
+carry (their own presentation timestamps), never by counting or by the duration the container
+states, so variable-frame-rate files and files with wrong headers are windowed by what is
+shown when:
+
+* window `k` starts at `t0 + k * stride` (`t0`: the first frame's time) and spans `span`
+  seconds; its `j`-th sample is at `start + offsets[j]`;
+* a sample takes the frame on screen at that time: the last frame whose time is at or before it;
+* a window is complete once a later frame (or the end of the last frame) shows that its last
+  sample falls inside a decoded frame; windows running past the end of the stream are dropped,
+  except that a video shorter than one window still yields one window (its late samples
+  repeat the last frame, as test sampling clamps past the end).
+
+Only the frames that some sample still needs are converted to RGB and kept: memory is bounded
+by the open windows (`span / stride + 1` windows of `len(offsets)` frames), never by the
+video's length. A stream that breaks mid-way ends the windows there, with a note.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+from aim_video.data.decode import VideoDecodeError, _reformatter, output_size
+
+# Windows decoded ahead of the consumer by the background thread: enough to keep the model fed
+# without holding many windows of frames.
+PREFETCH_WINDOWS = 8
+
+
+@dataclass
+class Window:
+    """The frames of one window."""
+
+    index: int  # k: window order
+    start: float  # seconds since the first frame
+    end: float  # start + span
+    frames: np.ndarray  # uint8 (T, H, W, 3), sample order
+
+
+@dataclass
+class StreamInfo:
+    """What a finished (or broken) stream told about the file; filled while streaming."""
+
+    fps: float = 0.0  # the stream's average frame rate (sets dense offsets)
+    stated_duration: float | None = None  # seconds, as the container states it
+    decoded_frames: int = 0  # frames decoded
+    last_time: float = 0.0  # seconds since the first frame, of the last decoded frame's end
+    note: str | None = None  # why the stream ended early, when it did
+
+
+def dense_offsets(num_frames: int, interval: int, fps: Fraction) -> tuple[list[Fraction], Fraction]:
+    """Sample offsets and span of a dense clip: `num_frames` frames `interval` frames apart.
+
+    At a constant rate this picks exactly the frames `start_frame + j * interval`, the frames
+    dense test sampling picks; the span is `num_frames * interval` frames.
+    """
+    step = Fraction(interval) / fps
+    return [j * step for j in range(num_frames)], num_frames * step
+
+
+def uniform_offsets(num_segments: int, span: Fraction) -> list[Fraction]:
+    """Sample offsets of a uniform (TSN) clip over a window: each segment's middle."""
+    return [(2 * j + 1) * span / (2 * num_segments) for j in range(num_segments)]
+
+
+def _to_fraction(value: float | Fraction) -> Fraction:
+    # Through str: 0.1 means one tenth, not the binary float nearest to it.
+    return value if isinstance(value, Fraction) else Fraction(str(value))
+
+
+class _Windower:
+    """Assigns decoded frames to the samples of windows; emits complete windows in order."""
+
+    def __init__(self, offsets: Sequence[Fraction], span: Fraction, stride: Fraction) -> None:
+        if stride <= 0 or span <= 0:
+            raise ValueError(f"stride and span must be positive, got {stride} and {span}")
+        self.offsets = list(offsets)
+        self.span = span
+        self.stride = stride
+        self.next_window = 0  # the first window not yet emitted
+        self.open: dict[int, list[np.ndarray | None]] = {}  # window -> frames by sample
+
+    def samples_in(self, a: Fraction, b: Fraction) -> list[tuple[int, int]]:
+        """(window, sample) pairs of windows not yet emitted whose time lies in [a, b)."""
+        pairs = []
+        for j, off in enumerate(self.offsets):
+            first = max(self.next_window, math.ceil((a - off) / self.stride))
+            last = math.ceil((b - off) / self.stride)  # exclusive
+            pairs += [(k, j) for k in range(first, last)]
+        return pairs
+
+    def place(self, pairs: list[tuple[int, int]], frame: np.ndarray) -> None:
+        for k, j in pairs:
+            self.open.setdefault(k, [None] * len(self.offsets))[j] = frame
+
+    def complete(self, shown_until: Fraction) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """Windows whose last sample lies before `shown_until`, in order."""
+        while self.next_window * self.stride + self.offsets[-1] < shown_until:
+            k = self.next_window
+            frames = self.open.pop(k)
+            self.next_window += 1
+            yield k, frames  # type: ignore[misc]
+
+
+def stream_windows(
+    path: str | os.PathLike[str],
+    *,
+    sampling: str = "dense",
+    num_frames: int = 8,
+    interval: int = 16,
+    span: float | Fraction | None = None,
+    stride: float | Fraction | None = None,
+    short_side: int | None = None,
+    info: StreamInfo | None = None,
+    threads: bool = False,
+) -> Iterator[Window]:
+    """Windows of `path`, decoded once, forward (see the module docstring).
+
+    Args:
+        path: the video file.
+        sampling: "dense": `num_frames` frames `interval` frames apart at the stream's average
+            frame rate, spanning `num_frames * interval` frames (`span` is then ignored);
+            "uniform": the middles of `num_frames` equal segments of the window.
+        num_frames: frames per window.
+        interval: frames between dense samples; with uniform sampling, the default span is
+            `num_frames * interval` frames too.
+        span: the window's length in seconds (uniform sampling).
+        stride: seconds between window starts; None: the span (windows side by side).
+        short_side: decode frames so their shorter side has this length (None: native size).
+        info: filled with what the stream told (frame rate, frames, an early end's note).
+        threads: let FFmpeg decode with threads.
+
+    Yields:
+        `Window`s in order.
+
+    Raises:
+        VideoDecodeError: the file cannot be opened or yields no frame at all.
+        ValueError: an unknown sampling, or a stride or span that is not positive.
+    """
+    if sampling not in ("dense", "uniform"):
+        raise ValueError(f"sampling must be 'dense' or 'uniform', got {sampling!r}")
+    info = info if info is not None else StreamInfo()
+    try:
+        container = av.open(os.fspath(path), metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError, OSError) as err:
+        raise VideoDecodeError(path, f"not a readable video ({err})") from None
+    with container:
+        if not container.streams.video:
+            raise VideoDecodeError(path, "no video stream")
+        stream = container.streams.video[0]
+        if threads:
+            stream.thread_type = "AUTO"
+        else:
+            stream.codec_context.thread_count = 1
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not rate or stream.time_base is None:
+            raise VideoDecodeError(path, "unknown frame rate")
+        info.fps = float(rate)
+        if stream.duration is not None:
+            info.stated_duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            info.stated_duration = container.duration / av.time_base
+        offsets, span_f = dense_offsets(num_frames, interval, Fraction(rate))
+        if sampling == "uniform":
+            span_f = _to_fraction(span) if span is not None else span_f
+            offsets = uniform_offsets(num_frames, span_f)
+        windower = _Windower(offsets, span_f, _to_fraction(stride) if stride else span_f)
+        height, width = stream.codec_context.height, stream.codec_context.width
+        out_h, out_w = output_size(height, width, short_side=short_side)
+        time_base = Fraction(stream.time_base)
+        frame_step = 1 / Fraction(rate)  # the last frame's duration when it states none
+
+        t0: Fraction | None = None
+        previous: tuple[Fraction, Any] | None = None  # (time, av frame) awaiting its end
+
+        def emit(until: Fraction) -> Iterator[Window]:
+            for k, frames in windower.complete(until):
+                start = k * windower.stride
+                yield Window(k, float(start), float(start + span_f), np.stack(frames))
+
+        def settle(frame_time: Fraction, frame: Any, until: Fraction) -> Iterator[Window]:
+            """`frame` is shown over [frame_time, until): give it to the samples there."""
+            pairs = windower.samples_in(frame_time, until)
+            if pairs:
+                rgb = _reformatter().reformat(frame, width=out_w, height=out_h,
+                                              format="rgb24", threads=1).to_ndarray()
+                windower.place(pairs, rgb)
+            info.last_time = float(until)
+            yield from emit(until)
+
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    raise VideoDecodeError(path, "frames carry no timestamps (remux to MP4/MKV)")
+                when = frame.pts * time_base
+                if t0 is None:
+                    t0 = when
+                when -= t0
+                if previous is not None:
+                    if when <= previous[0]:
+                        continue  # a repeated or out-of-order timestamp: keep the earlier frame
+                    yield from settle(previous[0], previous[1], when)
+                    frame_step = when - previous[0]
+                previous = (when, frame)
+                info.decoded_frames += 1
+        except av.FFmpegError as err:
+            info.note = (f"decoding stopped at {float(previous[0]) if previous else 0:.3f} s: "
+                         f"{getattr(err, 'strerror', None) or err}; windows after it are missing")
+        if previous is None:
+            raise VideoDecodeError(path, "no frame decodes: truncated or corrupt")
+        end = previous[0] + frame_step
+        yield from settle(previous[0], previous[1], end)
+        if windower.next_window == 0:
+            # Shorter than one window: one window, its late samples on the last frame.
+            placed = windower.open.get(0, [])
+            last = next((f for f in reversed(placed) if f is not None), None)
+            if last is None:
+                last = _reformatter().reformat(previous[1], width=out_w, height=out_h,
+                                               format="rgb24", threads=1).to_ndarray()
+            frames = [f if f is not None else last for f in placed or [None] * len(offsets)]
+            yield Window(0, 0.0, float(span_f), np.stack(frames))
+        if info.note is None and info.stated_duration is not None:
+            if float(end) < info.stated_duration - 2 * float(frame_step) - 0.5:
+                info.note = (f"the stream ends at {float(end):.3f} s but {info.stated_duration:.3f}"
+                             " s are stated: truncated? windows after it are missing")
+
+
+def prefetch(windows: Iterator[Window], depth: int = PREFETCH_WINDOWS) -> Iterator[Window]:
+    """`windows`, produced by a background thread up to `depth` ahead of the consumer.
+
+    Decoding (FFmpeg releases the GIL) then overlaps the model's compute. An exception in the
+    producer is raised in the consumer, at the point where the stream broke.
+    """
+    items: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for window in windows:
+                while not stop.is_set():
+                    try:
+                        items.put(window, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            items.put(err)
+
+    thread = threading.Thread(target=produce, name="aim-video-stream", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

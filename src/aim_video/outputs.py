@@ -1,0 +1,269 @@
+"""Files that inference writes: resumable result lists, feature matrices, timelines.
+
+* `JsonlResults`: one JSON object per input, appended and flushed as results come, so a run
+  killed at any point loses at most the batch in flight; reopening it lists the inputs done
+  (a torn last line is cut off first).
+* `FeatureStore`: feature rows appended to a raw file beside `index.csv` (row, path, start, end,
+  ok), finalised into a memory-mappable `features.npy` that numpy alone loads; resumable the
+  same way.
+* `write_timeline`: `timeline.csv`, `timeline.json`, `segments.json` and `timeline.png`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aim_video.errors import UserError
+from aim_video.files import write_json_atomic, write_text_atomic
+from aim_video.predictor import Timeline
+
+
+class OutputError(UserError, ValueError):
+    """An output file that cannot be continued (another run's, or a different format)."""
+
+
+def _complete_lines(path: Path) -> list[str]:
+    """The file's whole lines; a last line without its newline (a torn write) is cut off."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    return data[:end].decode("utf-8").splitlines()
+
+
+class JsonlResults:
+    """An append-only JSONL file of per-input results, keyed by `path`.
+
+    Args:
+        path: the file; created with its folder when missing.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: dict[str, dict[str, Any]] = {}
+        for number, line in enumerate(_complete_lines(self.path), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                self.done[record["path"]] = record
+            except (ValueError, KeyError, TypeError):
+                raise OutputError(f"{self.path}:{number}: not a result line of aim-video "
+                                  "predict; give another --out") from None
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        """Writes one line per record and flushes, so that a kill keeps them."""
+        for record in records:
+            self._file.write(json.dumps(record) + "\n")
+            self.done[record["path"]] = record
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> JsonlResults:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+INDEX_FIELDS = ("row", "path", "start", "end", "ok", "error")
+
+
+class FeatureStore:
+    """Feature rows of many videos in `DIR/features.npy`, described by `DIR/index.csv`.
+
+    Rows are appended to `features.bin` (raw, native order) as they come; `finalise` writes
+    `features.npy` (`np.load(..., mmap_mode="r")` reads one row without the rest) and removes
+    the raw file. Reopening a folder continues it: rows past the last complete index line are
+    cut off, and `features.npy` of a finished run is turned back into the raw file.
+
+    Args:
+        folder: the output folder.
+        dtype: "float16" or "float32".
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], dtype: str = "float32") -> None:
+        if dtype not in ("float16", "float32"):
+            raise OutputError(f"--dtype must be float16 or float32, got {dtype!r}")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.dtype = np.dtype(dtype)
+        self.index_path = self.folder / "index.csv"
+        self.raw_path = self.folder / "features.bin"
+        self.npy_path = self.folder / "features.npy"
+        self.meta_path = self.folder / "features.json"
+        meta = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {}
+        if meta and meta["dtype"] != dtype:
+            raise OutputError(f"{self.folder}: holds {meta['dtype']} features; "
+                              f"continue it with --dtype {meta['dtype']} or give another --out")
+        self.dim: int | None = meta.get("dim")
+        lines = _complete_lines(self.index_path)
+        if lines and tuple(lines[0].split(",")) != INDEX_FIELDS:
+            raise OutputError(f"{self.index_path}: not an aim-video extract index")
+        self.entries = list(csv.DictReader(io.StringIO("\n".join(lines) + "\n")))
+        self.rows = sum(1 for e in self.entries if e["row"] != "")
+        self.done = {e["path"] for e in self.entries}
+        if self.npy_path.exists() and not self.raw_path.exists():
+            with open(self.raw_path, "wb") as f:
+                np.load(self.npy_path, mmap_mode="r")[: self.rows].tofile(f)
+        self._raw = open(self.raw_path, "ab")
+        if self.dim is not None:
+            self._raw.truncate(self.rows * self.dim * self.dtype.itemsize)
+        self._index = open(self.index_path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._index)
+        if not lines:
+            self._writer.writerow(INDEX_FIELDS)
+
+    def append(self, path: str, features: np.ndarray | None,
+               windows: list[tuple[float, float]] | None = None,
+               error: str | None = None) -> None:
+        """One video's rows: (D,) or (W, D) features, None when it could not be read."""
+        if features is None or features.size == 0:
+            self._writer.writerow(("", path, "", "", 0, error or "unreadable"))
+        else:
+            rows = np.atleast_2d(features).astype(self.dtype)
+            if self.dim is None:
+                self.dim = int(rows.shape[1])
+                write_json_atomic(self.meta_path, {"dim": self.dim, "dtype": self.dtype.name})
+            elif rows.shape[1] != self.dim:
+                raise OutputError(f"{self.folder}: holds {self.dim}-d features, this model "
+                                  f"gives {rows.shape[1]}-d; give another --out")
+            rows.tofile(self._raw)
+            spans = windows or [("", "")] * len(rows)
+            for i, (start, end) in enumerate(spans):
+                self._writer.writerow((self.rows + i, path, start, end, 1, error or ""))
+            self.rows += len(rows)
+        self.done.add(path)
+
+    def flush(self) -> None:
+        """Rows first, then their index lines: an index line never names a missing row."""
+        self._raw.flush()
+        self._index.flush()
+
+    def finalise(self) -> Path:
+        """Writes `features.npy` (rows x dim) from the raw rows and removes the raw file."""
+        self.flush()
+        self._raw.close()
+        self._index.close()
+        dim = self.dim or 0
+        raw = np.fromfile(self.raw_path, dtype=self.dtype).reshape(-1, dim) if dim else \
+            np.zeros((0, 0), self.dtype)
+        partial = self.npy_path.with_name(self.npy_path.name + ".partial")
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=self.dtype, shape=raw.shape)
+        out[:] = raw
+        out.flush()
+        del out
+        os.replace(partial, self.npy_path)
+        self.raw_path.unlink()
+        return self.npy_path
+
+
+# ------------------------------------------------------------------------------------ timelines
+def segments(timeline: Timeline, threshold: float) -> list[dict[str, Any]]:
+    """Runs of consecutive windows with the same top class at `threshold` or above.
+
+    Returns:
+        [{class, start, end, mean_prob, windows}] in time order; `mean_prob` is the class's
+        mean probability over the run's windows.
+    """
+    out: list[dict[str, Any]] = []
+    if len(timeline.probs) == 0:
+        return out
+    top = timeline.probs.argmax(axis=1)
+    best = timeline.probs.max(axis=1)
+    run: list[int] = []
+
+    def close() -> None:
+        if run:
+            c = int(top[run[0]])
+            out.append({"class": timeline.class_names[c], "start": float(timeline.starts[run[0]]),
+                        "end": float(timeline.ends[run[-1]]),
+                        "mean_prob": float(timeline.probs[run, c].mean()), "windows": len(run)})
+
+    for i in range(len(top)):
+        if best[i] >= threshold and run and top[i] == top[run[-1]]:
+            run.append(i)
+            continue
+        close()
+        run = [i] if best[i] >= threshold else []
+    close()
+    return out
+
+
+def write_timeline(timeline: Timeline, folder: str | os.PathLike[str], *, top_k: int = 5,
+                   threshold: float = 0.5, plot: bool = True) -> dict[str, Path]:
+    """timeline.csv, timeline.json, segments.json and (if `plot`) timeline.png in `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tops = timeline.top(top_k)
+    k = min(top_k, len(timeline.class_names))
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["window", "start", "end"]
+                    + [f"{name}{r}" for r in range(1, k + 1) for name in ("class", "prob")])
+    for i, top in enumerate(tops):
+        writer.writerow([i, f"{timeline.starts[i]:.6f}", f"{timeline.ends[i]:.6f}"]
+                        + [v for name, prob in top for v in (name, f"{prob:.6f}")])
+    paths = {"csv": folder / "timeline.csv", "json": folder / "timeline.json",
+             "segments": folder / "segments.json"}
+    write_text_atomic(paths["csv"], text.getvalue())
+    write_json_atomic(paths["json"], {
+        "video": timeline.path, "fps": timeline.fps, "note": timeline.note,
+        "windows": [{"start": float(s), "end": float(e),
+                     "top": [{"class": n, "prob": p} for n, p in top]}
+                    for s, e, top in zip(timeline.starts, timeline.ends, tops)],
+    })
+    write_json_atomic(paths["segments"], {"threshold": threshold,
+                                          "segments": segments(timeline, threshold)})
+    if plot:
+        paths["png"] = plot_timeline(timeline, folder / "timeline.png", threshold=threshold)
+    return paths
+
+
+def plot_timeline(timeline: Timeline, path: Path, *, classes: int = 5,
+                  threshold: float = 0.5) -> Path:
+    """The most probable classes' probabilities over time, one line each, over a strip that
+    colours each window by its top class (when at `threshold` or above)."""
+    from aim_video.engine.plots import _pyplot
+
+    plt = _pyplot()
+    probs = timeline.probs
+    centres = (timeline.starts + timeline.ends) / 2
+    shown = np.argsort(-probs.max(axis=0, initial=0.0), kind="stable")[:classes]
+    fig, (ax, strip) = plt.subplots(2, 1, figsize=(11, 4.2), sharex=True,
+                                    gridspec_kw={"height_ratios": [5, 1]})
+    colours = plt.get_cmap("tab10")
+    for n, c in enumerate(shown):
+        ax.plot(centres, probs[:, c], color=colours(n % 10), lw=1.8,
+                label=timeline.class_names[c])
+    ax.axhline(threshold, color="grey", lw=0.8, ls="--")
+    ax.set(ylabel="probability", ylim=(0, 1.02), title=Path(timeline.path).name)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+    ax.grid(alpha=0.3)
+    colour_of = {int(c): colours(n % 10) for n, c in enumerate(shown)}
+    for seg in segments(timeline, threshold):
+        c = timeline.class_names.index(seg["class"])
+        strip.axvspan(seg["start"], seg["end"], color=colour_of.get(c, "lightgrey"), lw=0)
+    strip.set(yticks=[], xlabel="time (s)")
+    strip.set_ylabel("top", rotation=0, ha="right", va="center")
+    if timeline.note:
+        fig.text(0.01, 0.01, timeline.note, fontsize=8, color="firebrick")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

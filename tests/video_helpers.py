@@ -1,0 +1,77 @@
+"""Small real videos for the inference tests, written with PyAV (this module holds no tests).
+
+`write_indexed_video` writes H.264 frames that carry their own index: frame i is one flat colour
+whose red and green levels spell i in base 16 (levels 16 apart, far more than H.264 at CRF 0
+and the YUV round trip move them), so a test can tell which frame a decoder gave it.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from aim_video.engine.checkpoint import checkpoint_state, model_from_config, save_checkpoint
+from aim_video.engine.config import config_to_dict, load_config
+
+TICKS = 240  # time base 1/240 s: exact for 8 and 24 fps and for the VFR steps used
+
+
+def frame_colour(index: int) -> tuple[int, int, int]:
+    return (index % 16) * 16 + 8, (index // 16) * 16 + 8, 128
+
+
+def frame_index(frame: np.ndarray) -> int:
+    """The index an (H, W, 3) frame of `write_indexed_video` carries."""
+    r, g = (float(frame[..., c].mean()) for c in (0, 1))
+    return int(round((r - 8) / 16)) + 16 * int(round((g - 8) / 16))
+
+
+def write_indexed_video(path: Path, num_frames: int, fps: int = 8, size: int = 32,
+                        times: list[Fraction] | None = None, faststart: bool = False) -> Path:
+    """H.264 frames 0..num_frames-1 at `times` (seconds; default i / fps)."""
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "0", "g": "12"}
+        stream.codec_context.time_base = Fraction(1, TICKS)
+        for i in range(num_frames):
+            image = np.empty((size, size, 3), np.uint8)
+            image[:] = frame_colour(i)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            t = times[i] if times is not None else Fraction(i, fps)
+            frame.pts, frame.time_base = int(t * TICKS), Fraction(1, TICKS)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_checkpoint(path: Path, *, classes: int = 3, sampling: str = "dense",
+                     num_frames: int = 4, interval: int = 2, views: str = "1x1",
+                     seed: int = 0) -> Path:
+    """A tiny trained-looking checkpoint (random frozen backbone, random trainable weights)."""
+    clips, crops = views.split("x")
+    cfg = load_config("synthetic_cpu", [
+        "model.width=64", "model.layers=2", "model.heads=2", "model.patch_size=8",
+        "model.image_size=32", "model.allow_random_backbone=true", "data.input_size=32",
+        "data.short_side=32", f"data.num_frames={num_frames}", f"data.sampling={sampling}",
+        f"data.frame_interval={interval}", f"data.test_clips={clips}", f"data.test_crops={crops}",
+        "data.num_workers=0", "eval.batch_size=2", f"train.seed={seed}",
+    ])
+    model = model_from_config(cfg, classes)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, tensor in model.trainable_state_dict().items():
+            # Trained-looking: adapters and head far from their (partly zero) initialisation.
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.3)
+    state = checkpoint_state(model, optimizer=None, scheduler=None, scaler=None,
+                             progress={}, cfg_dict=config_to_dict(cfg),
+                             class_names=[f"class_{c}" for c in range(classes)])
+    return save_checkpoint(state, path)
