@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from video_helpers import write_checkpoint, write_indexed_video
+from video_helpers import one_thread, write_checkpoint, write_indexed_video  # noqa: F401
 
 import aim_video
 from aim_video.cli import main
@@ -29,14 +29,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "garbage.mp4").write_bytes(b"not a video at all" * 100)
     return {"checkpoint": write_checkpoint(root / "best.pt", views="2x1"), "root": root,
             **{f"v{i}": v for i, v in enumerate(videos)}}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_predictions_are_the_models_softmax_over_the_checkpoints_test_views(files):

@@ -12,12 +12,22 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 import torch
 
 from aim_video.engine.checkpoint import checkpoint_state, model_from_config, save_checkpoint
 from aim_video.engine.config import config_to_dict, load_config
 
 TICKS = 240  # time base 1/240 s: exact for 8 and 24 fps and for the VFR steps used
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (import this fixture into a test module)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def frame_colour(index: int) -> tuple[int, int, int]:

@@ -20,6 +20,7 @@ COMMANDS = (
     "predict",
     "check_data",
     "prepare",
+    "timeline",
 )
 
 

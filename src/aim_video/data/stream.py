@@ -28,12 +28,13 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 
-from aim_video.data.decode import VideoDecodeError, _reformatter, output_size
+from aim_video.data.decode import VideoDecodeError, _check_file, _reformatter, output_size
 
 # Windows decoded ahead of the consumer by the background thread: enough to keep the model fed
 # without holding many windows of frames.
@@ -153,6 +154,7 @@ def stream_windows(
     if sampling not in ("dense", "uniform"):
         raise ValueError(f"sampling must be 'dense' or 'uniform', got {sampling!r}")
     info = info if info is not None else StreamInfo()
+    _check_file(Path(path))  # missing or empty: the same words as the random-access reader
     try:
         container = av.open(os.fspath(path), metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError, OSError) as err:
