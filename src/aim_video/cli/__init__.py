@@ -21,6 +21,7 @@ COMMANDS = (
     "check_data",
     "prepare",
     "timeline",
+    "extract",
 )
 
 
