@@ -25,7 +25,7 @@ from aim_video.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from aim_video.engine.evaluate import evaluate
+from aim_video.engine.evaluate import evaluate_checkpoint
 from aim_video.engine.train import train
 from aim_video.files import remove_temp_files, temp_files, write_atomic
 from aim_video.weights import CheckpointError
@@ -76,7 +76,7 @@ def test_a_different_backbone_is_refused_naming_both_fingerprints(run, synthetic
                                               rf"backbone {expected} from .*tiny_clip.pt, but "
                                               rf"the loaded backbone is [0-9a-f]{{16}} from "
                                               rf".*other_clip.pt"):
-        evaluate(checkpoint=run, pretrained=str(other))
+        evaluate_checkpoint(run, pretrained=str(other))
     # Resuming on other weights is refused the same way.
     out = tmp_path / "resume"
     out.mkdir()

@@ -17,7 +17,7 @@ from test_engine_support import backbone, one_thread, synthetic, tiny_config  # 
 from aim_video.engine import distributed
 from aim_video.engine.checkpoint import RandomBackboneError, load_checkpoint
 from aim_video.engine.config import ConfigError
-from aim_video.engine.evaluate import evaluate
+from aim_video.engine.evaluate import evaluate_checkpoint
 from aim_video.engine.train import _DeviceSums, train
 
 train_module = importlib.import_module("aim_video.engine.train")  # `train` is also the function
@@ -95,7 +95,7 @@ def test_a_random_frozen_backbone_is_refused_unless_allowed(synthetic, tmp_path)
     result = train(cfg, progress=False)
     assert load_checkpoint(result.last_checkpoint)["backbone_source"] == "random"
     # The random backbone is seeded by train.seed, so the checkpoint can still be evaluated.
-    assert evaluate(checkpoint=result.last_checkpoint).num_videos == 4
+    assert evaluate_checkpoint(result.last_checkpoint).num_videos == 4
 
 
 def test_gradient_accumulation_equals_the_larger_batch(synthetic, backbone, tmp_path):
@@ -189,7 +189,7 @@ def test_two_process_ddp_run_on_cpu(synthetic, backbone, tmp_path):
     predictions = _jsonl(tmp_path / "run" / "eval_val" / "predictions.jsonl")
     assert [p["index"] for p in predictions] == [0, 1, 2]
     # The sharded validation agrees with a single-process evaluation of the checkpoint.
-    single = evaluate(checkpoint=tmp_path / "run" / "last.pt")
+    single = evaluate_checkpoint(tmp_path / "run" / "last.pt")
     assert single.num_videos == 3
     assert (single.top1, single.top5) == (state["history"][0]["val_top1"],
                                           state["history"][0]["val_top5"])

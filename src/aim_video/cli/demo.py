@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from aim_video.cli.arguments import non_negative_int
 from aim_video.demo import VARIANTS, run_demo
+from aim_video.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,22 +28,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "both plans share)")
     parser.add_argument("--variants", default=None, metavar="NAME,...",
                         help=f"run only these of {', '.join(VARIANTS)}")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="data loader processes per run (default 2); compute takes the "
-                        "cores they leave")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="data loader processes per run; compute takes the cores they "
+                        "leave")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        report = run_demo(
-            args.out, quick=args.quick, progress=not args.no_progress, workers=args.workers,
-            variants=tuple(args.variants.split(",")) if args.variants else None,
-        )
-    except ValueError as err:
-        print(f"aim-video demo: error: {err}", file=sys.stderr)
-        return 2
+    variants = tuple(args.variants.split(",")) if args.variants else None
+    unknown = [name for name in variants or () if name not in VARIANTS]
+    if unknown:  # before any work
+        raise UserError(f"unknown demo variants {unknown}; choose from {list(VARIANTS)}")
+    report = run_demo(args.out, quick=args.quick, progress=not args.no_progress,
+                      workers=args.workers, variants=variants)
     standin = report.standin.metrics
     print("\nstand-in for CLIP (held-out stills): "
           + ", ".join(f"{k} {v}" for k, v in standin.items()))

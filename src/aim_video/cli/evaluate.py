@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from aim_video.cli.train import add_config_arguments, user_errors
-from aim_video.engine.config import load_config
+from aim_video.cli.train import add_override_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,17 +17,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Evaluate a training checkpoint with multi-view testing (softmax averaged over "
             "clips x crops). The checkpoint carries its config, class names and the "
             "fingerprint of its backbone; the backbone weights are re-loaded from the "
-            "config's model.pretrained (or --pretrained) and must match. Unreadable videos "
-            "count as errors in top1/top5 and are reported separately."
+            "config's model.pretrained (or --pretrained) and must match. Every split, train "
+            "included, is read with the test views and transform. Unreadable videos count as "
+            "errors in top1/top5 and are reported separately."
         ),
     )
     parser.add_argument("--checkpoint", required=True, help="last.pt / best.pt of a run")
-    add_config_arguments(parser, required=False)
-    parser.add_argument("--split", default="val", choices=("val", "test", "train"))
-    parser.add_argument("--views", metavar="CLIPSxCROPS", help="test views, e.g. 3x1 or 1x3")
+    add_override_argument(parser, "applied to the checkpoint's config, e.g. --set "
+                                  "data.val=other.txt eval.batch_size=8")
+    parser.add_argument("--split", default="val", choices=("val", "test", "train"),
+                        help="which annotation file of the config to evaluate")
+    parser.add_argument("--views", metavar="CLIPSxCROPS",
+                        help="test views, e.g. 3x1 or 1x3 (default: the config's)")
     parser.add_argument("--pretrained", metavar="PATH", help="backbone weights (if moved)")
-    parser.add_argument("--out", help="write metrics.json, per_class.csv, confusion.png, "
-                                      "predictions.jsonl here")
+    parser.add_argument("--out", help="write metrics.json, per_class.csv, confusion.png and "
+                                      "predictions.jsonl here (checked before evaluating)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -35,17 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aim_video.engine.evaluate import evaluate
+    from aim_video.engine.evaluate import evaluate_checkpoint
 
-    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
-    status: list[int] = []
-    with user_errors("eval", status):
-        cfg = load_config(args.config, overrides) if args.config else None
-        result = evaluate(cfg, checkpoint=args.checkpoint, split=args.split, out_dir=args.out,
-                          pretrained=args.pretrained, overrides=[] if cfg else overrides,
-                          views=args.views, progress=not args.no_progress)
-    if status:
-        return status[0]
+    result = evaluate_checkpoint(
+        args.checkpoint, split=args.split, out_dir=args.out, pretrained=args.pretrained,
+        overrides=args.overrides, views=args.views, device=args.device,
+        progress=not args.no_progress,
+    )
+    if args.out is None:
+        print("aim-video eval: no --out given, so no report files were written", file=sys.stderr)
     if args.json:
         out = result.to_dict()
         del out["confusion"]
@@ -60,4 +62,6 @@ def run(args: argparse.Namespace) -> int:
               f"ones: top-1 {result.readable_top1:.2f}%  top-5 {result.readable_top5:.2f}%")
         for path, reason in list(result.bad_files.items())[:10]:
             print(f"    {path}: {reason}")
+    if args.out is not None:
+        print(f"  reports in {args.out}")
     return 0

@@ -7,6 +7,7 @@ import json
 
 import torch
 
+from aim_video.cli.arguments import positive_float, positive_int
 from aim_video.model import VARIANTS, AIMConfig, AIMViT, get_variant
 from aim_video.model.config import ADAPTER_BLOCKS_HELP
 from aim_video.model.flops import forward_flops
@@ -20,9 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="parameter counts and forward GFLOPs of a model",
         description="Total and trainable parameters (per group) and forward GFLOPs per clip.",
     )
-    p.add_argument("--arch", default="ViT-B/16", choices=list(VARIANTS))
-    p.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
-    p.add_argument("--num-classes", type=int, default=400)
+    p.add_argument("--arch", default="ViT-B/16", choices=list(VARIANTS), help="backbone")
+    p.add_argument("--frames", type=positive_int, default=8, help="frames per clip")
+    p.add_argument("--num-classes", type=positive_int, default=400, help="classes of the head")
     p.add_argument(
         "--adapt",
         nargs="*",
@@ -32,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--full-finetune", action="store_true", help="train every parameter")
     p.add_argument("--adapter-blocks", default="all", help=ADAPTER_BLOCKS_HELP)
-    p.add_argument("--bottleneck-ratio", type=float, default=0.25)
+    p.add_argument("--bottleneck-ratio", type=positive_float, default=0.25,
+                   help="adapter width / model width")
     p.add_argument("--no-flops", action="store_true", help="skip counting FLOPs")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

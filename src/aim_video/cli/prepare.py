@@ -6,12 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from aim_video.data.annotations import (
-    FORMATS,
-    AnnotationError,
-    detect_format,
-    load_annotations,
-)
+from aim_video.cli.arguments import non_negative_int, positive_int
+from aim_video.data.annotations import FORMATS, detect_format, load_annotations
 from aim_video.data.decode import BACKENDS
 from aim_video.data.prepare import (
     BAD_INPUTS_FILE,
@@ -21,6 +17,7 @@ from aim_video.data.prepare import (
     PrepareReport,
     prepare_dataset,
 )
+from aim_video.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--short-side", type=int, default=EncodeSettings.short_side,
                    help="short side of the prepared frames, even; the training short side "
                    "(default: %(default)s)")
-    p.add_argument("--gop", type=int, default=EncodeSettings.gop,
+    p.add_argument("--gop", type=positive_int, default=EncodeSettings.gop,
                    help="frames from one keyframe to the next: smaller decodes faster and is "
                    "larger; 1: all keyframes, give --crf 14 with it (default: %(default)s)")
     p.add_argument("--crf", type=float, default=EncodeSettings.crf,
@@ -47,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: %(default)s)")
     p.add_argument("--preset", default=EncodeSettings.preset, choices=X264_PRESETS,
                    help="x264 preset: encoding time against file size (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument("--workers", type=non_negative_int, default=None,
+                   help="processes; 0: in this one (default: CPU count)")
     p.add_argument("--format", default="auto", choices=FORMATS,
                    help="annotation format (default: by the file)")
     p.add_argument("--root", default=None, help="prefix for relative video paths")
@@ -72,27 +70,26 @@ def _list_name(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        annotations = load_annotations(
-            args.annotation, args.format, root=args.root, class_names=args.class_names
-        )
-        list_name = args.list_name or _list_name(args)
-        if (Path(args.out) / list_name).resolve() == Path(args.annotation).resolve():
-            raise PrepareError(f"the prepared list would overwrite {args.annotation}: "
-                               "give --list-name")
         settings = EncodeSettings(args.short_side, args.gop, args.crf, args.preset)
-        report = prepare_dataset(
-            annotations,
-            args.out,
-            settings,
-            list_name=list_name,
-            workers=args.workers,
-            progress=not args.no_progress and sys.stderr.isatty(),
-            backend=args.backend,
-            frame_template=args.frame_template,
-        )
-    except (AnnotationError, FileNotFoundError, PrepareError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # an impossible --short-side / --crf
+        raise UserError(str(err)) from None
+    annotations = load_annotations(
+        args.annotation, args.format, root=args.root, class_names=args.class_names
+    )
+    list_name = args.list_name or _list_name(args)
+    if (Path(args.out) / list_name).resolve() == Path(args.annotation).resolve():
+        raise PrepareError(f"the prepared list would overwrite {args.annotation}: "
+                           "give --list-name")
+    report = prepare_dataset(
+        annotations,
+        args.out,
+        settings,
+        list_name=list_name,
+        workers=args.workers,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        backend=args.backend,
+        frame_template=args.frame_template,
+    )
     _print_report(report, Path(args.out))
     return 0
 

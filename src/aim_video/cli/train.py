@@ -3,38 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sys
-from collections.abc import Iterator
 
-from aim_video.engine.checkpoint import RandomBackboneError
-from aim_video.engine.config import ConfigError, load_config
-from aim_video.weights import CheckpointError
-
-# Errors a user fixes by changing an argument, a file or the config: a one-line message, no
-# traceback (ValueError covers bad annotation lines and impossible data settings).
-USER_ERRORS = (ConfigError, CheckpointError, RandomBackboneError, FileNotFoundError,
-               FileExistsError, ValueError)
+from aim_video.engine.config import load_config
 
 
-@contextlib.contextmanager
-def user_errors(command: str, status: list[int]) -> Iterator[None]:
-    """Turns `USER_ERRORS` into `aim-video COMMAND: error: ...` and exit status 2."""
-    try:
-        yield
-    except USER_ERRORS as err:
-        print(f"aim-video {command}: error: {err}", file=sys.stderr)
-        status.append(2)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
-    """--config and --set, shared by train and eval."""
-    parser.add_argument("--config", required=required,
-                        help="a preset name (e.g. k400_vitb16_8f, synthetic_cpu) or a YAML file")
+def add_override_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """--set SECTION.KEY=VALUE ..., shared by train and eval."""
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                        metavar="SECTION.KEY=VALUE",
-                        help="override config values, e.g. --set optim.lr=1e-4 data.num_workers=8")
+                        metavar="SECTION.KEY=VALUE", help=f"override config values, {help}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "torchrun --nproc_per_node N $(which aim-video) train ..."
         ),
     )
-    add_config_arguments(parser, required=True)
+    parser.add_argument("--config", required=True,
+                        help="a preset name (e.g. k400_vitb16_8f, synthetic_cpu) or a YAML file")
+    add_override_argument(parser, "e.g. --set optim.lr=1e-4 data.num_workers=8")
     parser.add_argument("--out", help="output folder (train.out_dir)")
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="continue a run: 'auto' takes OUT/last.pt when present")
@@ -79,12 +58,8 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from aim_video.engine.train import train  # the heavy imports only when training
 
-    status: list[int] = []
-    with user_errors("train", status):
-        result = train(load_config(args.config, config_overrides(args)), resume=args.resume,
-                       progress=not args.no_progress)
-    if status:
-        return status[0]
+    result = train(load_config(args.config, config_overrides(args)), resume=args.resume,
+                   progress=not args.no_progress)
     if args.json:
         print(json.dumps({
             "out_dir": str(result.out_dir), "completed": result.completed,

@@ -2,7 +2,7 @@
 
     cfg = load_config("synthetic_cpu", ["data.train=...", "model.pretrained=..."])
     result = train(cfg)                       # -> TrainResult (history, checkpoints, metrics)
-    metrics = evaluate(checkpoint=result.best_checkpoint, split="val")
+    metrics = evaluate_checkpoint(result.best_checkpoint, split="val")
     top = predict(["clip.mp4"], checkpoint=result.best_checkpoint)
 """
 
@@ -20,7 +20,7 @@ from aim_video.engine.config import (
     preset_names,
     save_config,
 )
-from aim_video.engine.evaluate import EvalResult, evaluate
+from aim_video.engine.evaluate import EvalResult, evaluate_checkpoint, evaluate_model
 from aim_video.engine.train import TrainResult, train
 
 
@@ -36,6 +36,6 @@ def __getattr__(name: str):
 __all__ = [
     "ConfigError", "EvalConfig", "EvalResult", "ModelConfig", "OptimConfig", "Prediction",
     "RandomBackboneError", "RunConfig", "TrainConfig", "TrainResult", "config_from_dict",
-    "config_to_dict", "evaluate", "load_checkpoint", "load_config", "predict", "preset_names",
-    "save_config", "train",
+    "config_to_dict", "evaluate_checkpoint", "evaluate_model", "load_checkpoint", "load_config",
+    "predict", "preset_names", "save_config", "train",
 ]

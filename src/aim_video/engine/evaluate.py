@@ -15,12 +15,13 @@ padding duplicates as with DistributedSampler) and the per-video results are gat
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,9 +29,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from aim_video.data.dataset import VideoDataset, build_dataset, collate
+from aim_video.data.annotations import load_annotations
+from aim_video.data.dataset import DataConfig, VideoDataset, collate
 from aim_video.engine import checkpoint as ckpt
-from aim_video.engine.config import RunConfig, with_views
+from aim_video.engine.config import ConfigError, RunConfig, with_views
 from aim_video.engine.distributed import (
     DistEnv,
     all_gather_objects,
@@ -41,11 +43,14 @@ from aim_video.engine.distributed import (
     shard_indices,
 )
 from aim_video.engine.plots import plot_confusion
+from aim_video.files import ensure_writable_dir, write_json_atomic, write_text_atomic
 from aim_video.model import AIMViT
 
 log = logging.getLogger(__name__)
 
 TOP_K = 5
+
+Split = Literal["train", "val", "test"]
 
 
 @dataclass
@@ -187,78 +192,110 @@ def run_model(
     return results
 
 
-def evaluate(
-    cfg: RunConfig | None = None,
-    checkpoint: str | Path | None = None,
-    model: AIMViT | None = None,
-    split: str = "val",
-    out_dir: str | Path | None = None,
+def evaluate_model(
+    model: AIMViT,
+    cfg: RunConfig,
     *,
-    pretrained: str | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    views: str | None = None,
+    split: Split,
+    out_dir: str | Path | None = None,
     class_names: list[str] | None = None,
     progress: bool = False,
 ) -> EvalResult:
-    """Evaluates a model (or a checkpoint) on one split with the config's test views.
+    """Evaluates a model as it is (e.g. during training) on one split with `cfg`'s test views.
 
     Args:
-        cfg: data and evaluation settings; None: the checkpoint's own config.
-        checkpoint: a training checkpoint to evaluate (when `model` is None). Its backbone is
-            re-loaded from the config's `model.pretrained` (or `pretrained`) and must have the
-            fingerprint the checkpoint records.
-        model: a model to evaluate as is (e.g. during training).
-        split: "val" or "test" (or "train", evaluated with test views).
+        model: the classifier, on its device; left in the training mode it was in.
+        cfg: data, evaluation and precision settings.
+        split: "val", "test" or "train" (every split is read with the test views and
+            transform).
         out_dir: if given, rank 0 writes `metrics.json`, `per_class.csv`, `confusion.png` and
-            `predictions.jsonl` there.
+            `predictions.jsonl` there; it is checked to be writable before the work.
+        class_names: the model's classes; default the split's.
+        progress: show a progress bar.
+
+    Returns:
+        The metrics; identical on every process.
+    """
+    return _evaluate(model, cfg, split, out_dir, class_names, progress, time.monotonic())
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    split: Split = "val",
+    out_dir: str | Path | None = None,
+    pretrained: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    views: str | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluates a training checkpoint with its own config on one split.
+
+    Args:
+        checkpoint: `last.pt` / `best.pt` of a run. Its backbone is re-loaded from the config's
+            `model.pretrained` (or `pretrained`) and must have the fingerprint it records.
+        split: "val", "test" or "train" (read with the test views and transform).
+        out_dir: as in `evaluate_model`; checked before the checkpoint is loaded.
         pretrained: backbone weights overriding the config's.
-        overrides: `section.key=value` strings applied to the checkpoint's config (when `cfg`
-            is None).
+        overrides: `section.key=value` strings applied to the checkpoint's config.
         views: CLIPSxCROPS overriding the config's test views, e.g. "3x1".
-        class_names: the model's classes; default the checkpoint's, else the split's.
+        device: cpu, cuda, cuda:N; default the config's `train.device`.
         progress: show a progress bar.
 
     Returns:
         The metrics; identical on every process.
     """
     start = time.monotonic()
-    if model is None:
-        if checkpoint is None:
-            raise ValueError("evaluate needs a model or a checkpoint")
-        state = ckpt.load_checkpoint(checkpoint)
-        cfg = cfg if cfg is not None else ckpt.checkpoint_config(state, checkpoint, overrides)
-        class_names = class_names or list(state["class_names"])
-        model = ckpt.model_from_checkpoint(state, checkpoint, cfg, pretrained)
-        loaded = True
-    elif cfg is None:
-        raise ValueError("evaluate needs a config to go with the model")
-    else:
-        loaded = False
+    if out_dir is not None:
+        ensure_writable_dir(out_dir)
+    state = ckpt.load_checkpoint(checkpoint)
+    overrides = [*overrides, *([f"train.device={device}"] if device else [])]
+    cfg = with_views(ckpt.checkpoint_config(state, checkpoint, overrides), views)
+    model = ckpt.model_from_checkpoint(state, checkpoint, cfg, pretrained)
+    return _evaluate(model, cfg, split, out_dir, list(state["class_names"]), progress, start,
+                     move_model=True)
+
+
+def _evaluate(
+    model: AIMViT, cfg: RunConfig, split: Split, out_dir: str | Path | None,
+    class_names: list[str] | None, progress: bool, start: float, move_model: bool = False,
+) -> EvalResult:
+    """Joins (or starts and ends) the process group, then evaluates this process's shard."""
+    if out_dir is not None:
+        out_dir = ensure_writable_dir(out_dir)
     joined_before = dist.is_initialized()
     env = init_distributed(cfg.train.device)
     try:
-        if loaded:
+        if move_model:
             model.to(env.device)
         with compute_threads(env.device, cfg.data.num_workers, cfg.train.cpu_threads):
-            result = _evaluate_model(model, with_views(cfg, views), split, env, class_names,
-                                     out_dir, progress)
+            return _evaluate_shards(model, cfg, split, env, class_names, out_dir, progress, start)
     finally:
         if not joined_before:
             cleanup(env)  # a standalone evaluation under torchrun
-    result.seconds = time.monotonic() - start
-    return result
 
 
-def _evaluate_model(
-    model: AIMViT, cfg: RunConfig, split: str, env: DistEnv, class_names: list[str] | None,
-    out_dir: str | Path | None, progress: bool,
+def test_dataset(data: DataConfig, split: Split) -> VideoDataset:
+    """The videos of `split` read as for testing (multi-view, no augmentation), whatever the
+    split: a training-mode dataset would give one augmented clip per video, not views."""
+    path = getattr(data, split)
+    if path is None:
+        raise ConfigError(f"no annotation file for the {split} split: set data.{split}")
+    annotations = load_annotations(path, data.format, data.root, data.class_names)
+    return VideoDataset(annotations, data, mode="test")
+
+
+def _evaluate_shards(
+    model: AIMViT, cfg: RunConfig, split: Split, env: DistEnv, class_names: list[str] | None,
+    out_dir: Path | None, progress: bool, start: float,
 ) -> EvalResult:
-    """`evaluate` once the model is ready: this process's shard, gathered, then metrics."""
-    dataset = build_dataset(cfg.data, split)  # type: ignore[arg-type]
+    """This process's shard, gathered, then the metrics (and reports on rank 0)."""
+    dataset = test_dataset(cfg.data, split)
     names = class_names or list(dataset.class_names)
     if len(names) != model.cfg.num_classes:
-        raise ValueError(f"the model has {model.cfg.num_classes} classes but {split} "
-                         f"({getattr(cfg.data, split)}) has {len(names)}")
+        raise ConfigError(f"the model has {model.cfg.num_classes} classes but the {split} split "
+                          f"(data.{split}={getattr(cfg.data, split)}) has {len(names)}")
     if list(dataset.class_names) != names and env.is_main:
         log.warning("the %s split names its classes differently from the model; labels are "
                     "compared by index", split)
@@ -277,8 +314,9 @@ def _evaluate_model(
     result.bad_files = {dataset.records[r.index].path: r.reason or "" for r in results if not r.ok}
     for row in result.per_class:
         row["name"] = names[row["class"]]
+    result.seconds = time.monotonic() - start  # before the reports, which record it
     if out_dir is not None and env.is_main:
-        write_reports(result, results, dataset, names, Path(out_dir), cfg.train.plots)
+        write_reports(result, results, dataset, names, out_dir, cfg.train.plots)
     return result
 
 
@@ -290,17 +328,19 @@ def write_reports(
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = result.summary() | {"split": result.split, "views": result.views,
                                   "bad_files": result.bad_files}
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
-    with open(out_dir / "per_class.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["class", "name", "videos", "bad", "top1", "top5"])
-        writer.writeheader()
-        writer.writerows(result.per_class)
+    write_json_atomic(out_dir / "metrics.json", summary)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=["class", "name", "videos", "bad", "top1", "top5"])
+    writer.writeheader()
+    writer.writerows(result.per_class)
+    write_text_atomic(out_dir / "per_class.csv", table.getvalue())
     if plots and result.confusion is not None:
         plot_confusion(result.confusion, names, out_dir / "confusion.png")
-    with open(out_dir / "predictions.jsonl", "w") as f:
-        for r in results:
-            f.write(json.dumps({
-                "index": r.index, "path": dataset.records[r.index].path,
-                "label": names[r.label], "ok": r.ok, "reason": r.reason,
-                "top": [{"class": names[c], "prob": p} for c, p in zip(r.top, r.probs)],
-            }) + "\n")
+    write_text_atomic(out_dir / "predictions.jsonl", "".join(
+        json.dumps({
+            "index": r.index, "path": dataset.records[r.index].path,
+            "label": names[r.label], "ok": r.ok, "reason": r.reason,
+            "top": [{"class": names[c], "prob": p} for c, p in zip(r.top, r.probs)],
+        }) + "\n"
+        for r in results
+    ))

@@ -48,7 +48,7 @@ from aim_video.engine.distributed import (
     compute_threads,
     init_distributed,
 )
-from aim_video.engine.evaluate import EvalResult, evaluate
+from aim_video.engine.evaluate import EvalResult, evaluate_model
 from aim_video.engine.optim import build_optimizer, build_scheduler, head_lr
 from aim_video.engine.plots import plot_curves
 from aim_video.model import AIMViT
@@ -474,7 +474,7 @@ class Trainer:
     def validate(self) -> EvalResult:
         """The periodic validation: `eval.periodic_views` views of the val split."""
         cfg = with_views(self.cfg, self.cfg.eval.periodic_views)
-        return evaluate(cfg, model=self.model, split="val", class_names=self.class_names)
+        return evaluate_model(self.model, cfg, split="val", class_names=self.class_names)
 
     def run(self, resume: Path | None) -> TrainResult:
         if self.env.is_main:
@@ -525,9 +525,9 @@ class Trainer:
         for split in self.cfg.eval.splits:
             if getattr(self.cfg.data, split, None) is None:
                 continue
-            result = evaluate(self.cfg, model=self.model, split=split,
-                              out_dir=self.out_dir / f"eval_{split}",
-                              class_names=self.class_names, progress=self.show_progress)
+            result = evaluate_model(self.model, self.cfg, split=split,
+                                    out_dir=self.out_dir / f"eval_{split}",
+                                    class_names=self.class_names, progress=self.show_progress)
             metrics |= {f"{split}_{k}": v for k, v in result.summary().items()}
             self._log("eval", {f"{split}_{k}": v for k, v in result.summary().items()})
         return metrics
