@@ -92,6 +92,41 @@ def test_save_list_round_trip(tmp_path):
     assert load_class_names(tmp_path / "names.txt") == ["a b", "c"]
 
 
+# ---------------------------------------------------------------- comments and blank lines
+
+# A header a tool might write: without comment handling it reads as "# generated 2024" with
+# label 3 (video list) or as a folder of 2024 frames (frame list).
+HEADER = "# generated 2024 3\n  # indented too 1\n\n"
+
+
+def test_comments_and_blank_lines_are_skipped_in_mmaction_lists(tmp_path):
+    videos = write(tmp_path / "v.txt", HEADER + "a.mp4 1\n# b.mp4 5\n\nc.mp4 0\n")
+    assert detect_format(videos) == "mmaction"
+    ann = load_annotations(videos)
+    assert ann.records == [VideoRecord("a.mp4", 1), VideoRecord("c.mp4", 0)]
+    assert ann.class_names == ["0", "1"]  # label 3 and 5 came from comments only
+    frames = write(tmp_path / "f.txt", HEADER + "clips/a 120 2\n#clips/b 64 9\n")
+    assert detect_format(frames) == "mmaction_frames"
+    assert load_annotations(frames).records == [VideoRecord("clips/a", 2, 120)]
+    # Line numbers in errors still count the skipped lines.
+    bad = write(tmp_path / "bad.txt", HEADER + "a.mp4 x\n")
+    with pytest.raises(AnnotationError, match=r"bad\.txt:4: label must be an integer"):
+        load_annotations(bad, format="mmaction")
+
+
+def test_comments_are_skipped_in_class_names_ucf101_and_hmdb51(tmp_path):
+    names = write(tmp_path / "names.txt", "# one name a line\nrun\n\n# jump\nswim\n")
+    assert load_class_names(names) == ["run", "swim"]
+    write(tmp_path / "classInd.txt", "# index name\n1 A\n2 B\n")
+    train = write(tmp_path / "trainlist01.txt", HEADER + "B/v_B.avi 2\n")
+    test = write(tmp_path / "testlist01.txt", "# test\nA/v_A.avi\n")
+    assert [(r.path, r.label) for r in load_annotations(train).records] == [("B/v_B.avi", 1)]
+    assert [(r.path, r.label) for r in load_annotations(test).records] == [("A/v_A.avi", 0)]
+    splits = tmp_path / "hmdb"
+    write(splits / "jump_test_split1.txt", "# name 0|1|2\na.avi 1\n\nb.avi 2\n")
+    assert [r.path for r in load_annotations(splits).records] == ["jump/a.avi"]
+
+
 # ---------------------------------------------------------------- Kinetics
 
 

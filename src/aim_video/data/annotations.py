@@ -26,6 +26,9 @@ Formats (``format=``):
 - ``"folder"``: a folder with one subfolder per class (sorted names are the classes) holding
   video files (by extension, searched recursively).
 
+In the text formats (the MMAction2 and UCF101 lists, HMDB51 split files, class-name files) blank
+lines and lines starting with ``#`` are skipped, so a path cannot start with ``#``.
+
 ``"auto"`` picks by the path: a folder holding ``*_test_split*.txt`` files is ``hmdb51``, any
 other folder ``folder``; ``.csv`` is ``kinetics``; ``.json`` is ``diving48`` when its entries
 have ``vid_name``, else ``ssv2``; ``trainlistNN.txt`` / ``testlistNN.txt`` are ``ucf101``;
@@ -72,6 +75,10 @@ VIDEO_EXTENSIONS = frozenset(
 SSV2_LABEL_FILES = ("labels.json", "something-something-v2-labels.json")
 DIVING48_VOCAB_FILE = "Diving48_vocab.json"
 UCF101_CLASS_FILE = "classInd.txt"
+
+# Text lists (MMAction2, UCF101, HMDB51, class names) skip lines starting with this; the
+# Kinetics CSV and the JSON formats have no comments.
+COMMENT = "#"
 
 _UCF101_SPLIT = re.compile(r"(train|test)list\d+\.txt")
 _HMDB51_SPLIT = re.compile(r"(.+)_test_split(\d+)\.txt")
@@ -126,14 +133,16 @@ def _join(root: str | os.PathLike[str] | None, path: str) -> str:
 
 
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, stripped line) for every non-blank line."""
+    """(1-based line number, stripped line) for every line that is neither blank nor a
+    ``#`` comment."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise AnnotationError(path, None, f"not UTF-8 text ({err.reason})") from None
     for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield number, line.strip()
+        line = line.strip()
+        if line and not line.startswith(COMMENT):
+            yield number, line
 
 
 def _read_json(path: Path) -> Any:

@@ -276,7 +276,7 @@ def _evaluate(
             cleanup(env)  # a standalone evaluation under torchrun
 
 
-def test_dataset(data: DataConfig, split: Split) -> VideoDataset:
+def eval_dataset(data: DataConfig, split: Split) -> VideoDataset:
     """The videos of `split` read as for testing (multi-view, no augmentation), whatever the
     split: a training-mode dataset would give one augmented clip per video, not views."""
     path = getattr(data, split)
@@ -291,7 +291,7 @@ def _evaluate_shards(
     out_dir: Path | None, progress: bool, start: float,
 ) -> EvalResult:
     """This process's shard, gathered, then the metrics (and reports on rank 0)."""
-    dataset = test_dataset(cfg.data, split)
+    dataset = eval_dataset(cfg.data, split)
     names = class_names or list(dataset.class_names)
     if len(names) != model.cfg.num_classes:
         raise ConfigError(f"the model has {model.cfg.num_classes} classes but the {split} split "
