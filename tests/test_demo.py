@@ -138,3 +138,47 @@ def test_quick_demo_shows_that_order_needs_temporal_adaptation(tmp_path, capsys)
     assert {n: v.top1 for n, v in again.variants.items()} == {n: r["top1"] for n, r in rows.items()}
     assert again.standin.reused and again.data.reused
     assert before == {name: (runs / name / "last.pt").stat().st_mtime_ns for name in rows}
+
+
+def _finished_runs(monkeypatch, tmp_path, trained: set[str]):
+    """Stubs every step of `run_demo` as if cached, except the variants in `trained`."""
+    data = dataclasses.replace(_fake_data(tmp_path), reused=True)
+    monkeypatch.setattr(demo, "make_synthetic", lambda *a, **k: data)
+    monkeypatch.setattr(demo, "pretrain_standin", lambda folder, plan, progress: demo.Standin(
+        tmp_path / "w.pt", {}, 0.0, reused=True))
+    monkeypatch.setattr(demo, "run_variant", lambda cfg, name, classes, progress: (
+        demo.VariantResult(name, 90.0, 100.0, 10, 100, 12.0, [], tmp_path, name in trained)))
+    written = []
+    monkeypatch.setattr(demo, "write_report", written.append)
+    return written
+
+
+def test_a_rerun_that_trains_nothing_keeps_the_seconds_of_the_run_that_made_the_results(
+        tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps({"plan": demo.QUICK.to_dict(), "seconds": 183.0}))
+    _finished_runs(monkeypatch, tmp_path, trained=set())
+    assert demo.run_demo(out, quick=True, progress=False).seconds == 183.0
+    # Anything trained in this call: its own wall time.
+    _finished_runs(monkeypatch, tmp_path, trained={"aim"})
+    assert demo.run_demo(out, quick=True, progress=False).seconds < 183.0
+    # Another plan's report says nothing about this one.
+    _finished_runs(monkeypatch, tmp_path, trained=set())
+    assert demo.run_demo(out, quick=False, progress=False).seconds < 183.0
+
+
+def test_ablation_page_links_each_variants_evaluation_report(tmp_path):
+    from fake_eval import fake_demo
+    from test_report import page_data
+
+    rows = fake_demo(tmp_path)
+    assert main(["report", str(tmp_path)]) == 0
+    data = page_data(tmp_path / "report.html")
+    assert data["kind"] == "ablation" and [v["name"] for v in data["variants"]] == list(rows)
+    links = {v["name"]: v["report"] for v in data["variants"]}
+    assert links["linear_probe"] is None
+    for name in ("aim", "full_finetune"):  # built for the runs that had none
+        assert (tmp_path / links[name]).is_file()
+        assert page_data(tmp_path / links[name])["kind"] == "eval"
+    assert [v["share"] for v in data["variants"]] == [5.0, 15.0, 100.0]

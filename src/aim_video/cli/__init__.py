@@ -37,6 +37,7 @@ COMMANDS = (
     "prepare",
     "timeline",
     "extract",
+    "report",
 )
 
 # Failures to write an output that the user fixes by freeing space or choosing another folder.
