@@ -37,6 +37,7 @@ COMMANDS = (
     "prepare",
     "timeline",
     "extract",
+    "export",
     "report",
 )
 

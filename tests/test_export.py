@@ -1,0 +1,149 @@
+"""ONNX export: `aim-video export` on a tiny trained-looking checkpoint, run by onnxruntime.
+
+One export per module (tracing takes seconds); the tests read the file it wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
+pytest.importorskip("onnxscript", reason="the export extra (onnxscript) is not installed")
+pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
+
+from aim_video import export as export_module  # noqa: E402
+from aim_video.cli import main  # noqa: E402
+from aim_video.data.dataset import NORMALIZATIONS  # noqa: E402
+from aim_video.engine import checkpoint as ckpt  # noqa: E402
+from aim_video.engine.config import config_to_dict, load_config  # noqa: E402
+from aim_video.export import EXPORT_BATCH, ExportError, OnnxClassifier  # noqa: E402
+from aim_video.files import temp_files  # noqa: E402
+
+CLASSES = ["jump", "run", "sit", "wave", "fall"]
+TINY = ["model.width=64", "model.layers=2", "model.heads=2", "model.patch_size=8",
+        "model.image_size=32", "data.input_size=32", "data.short_side=32", "data.num_frames=4",
+        "data.sampling=dense", "data.frame_interval=3", "data.test_clips=2"]
+# fp32 on both sides, the same operations in another order: differences are rounding (~1e-7
+# here); a wrong graph (a missed adapter, a frame mix-up) moves logits by far more than this.
+TOLERANCE = 1e-4
+
+
+def tiny_trained_model():
+    """The tiny run's model with adapters and temporal embedding moved off their zero init, so
+    that every branch the export must keep changes the logits."""
+    cfg = load_config("synthetic_cpu", TINY)
+    model = ckpt.model_from_config(cfg, len(CLASSES))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if model.is_trainable(name):
+                param.add_(0.1 * torch.randn(param.shape, generator=generator))
+    return cfg, model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    cfg, model = tiny_trained_model()
+    state = ckpt.checkpoint_state(model, optimizer=None, scheduler=None, scaler=None,
+                                  progress={}, cfg_dict=config_to_dict(cfg), class_names=CLASSES)
+    checkpoint = ckpt.save_checkpoint(state, folder / "best.pt")
+    out = folder / "model.onnx"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = main(["export", "--checkpoint", str(checkpoint), "--format", "onnx",
+                       "--out", str(out)])
+    assert status == 0
+    return {"cfg": cfg, "model": model.eval(), "checkpoint": checkpoint, "out": out,
+            "stdout": stdout.getvalue(), "state": state}
+
+
+def test_the_command_prints_the_verified_logit_difference(exported):
+    match = re.search(r"max \|Δlogit\| = (\S+) at batch (\d+)", exported["stdout"])
+    assert match, exported["stdout"]
+    assert float(match[1]) <= TOLERANCE
+    assert int(match[2]) != EXPORT_BATCH  # verified at a batch size other than the traced one
+    assert not temp_files(exported["out"].parent)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnxruntime_gives_pytorchs_logits_at_other_batch_sizes(exported, batch):
+    onnx_model = OnnxClassifier(exported["out"])
+    assert isinstance(onnx_model.input_shape[0], str)  # the batch axis is symbolic
+    clips = torch.randn(batch, 3, 4, 32, 32)
+    with torch.no_grad():
+        expected = exported["model"](clips).numpy()
+    logits = onnx_model(clips)
+    assert logits.shape == (batch, len(CLASSES))
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=TOLERANCE)
+    if batch > 1:  # the logits depend on the clip (not a constant folded in at tracing)
+        assert np.abs(logits - logits.mean(axis=0)).max() > 100 * TOLERANCE
+
+
+def test_the_file_alone_holds_class_names_and_preprocessing(exported):
+    import onnx
+
+    cfg, state = exported["cfg"], exported["state"]
+    onnx_model = OnnxClassifier(exported["out"])
+    assert onnx_model.class_names == CLASSES
+    # The test-time data settings come back equal, less where the training data was.
+    paths = dict.fromkeys(("format", "train", "val", "test", "root", "class_names"))
+    expected = dataclasses.replace(cfg.data, **{k: getattr(onnx_model.data_config, k)
+                                                for k in paths})
+    assert onnx_model.data_config == expected
+    assert (onnx_model.num_frames, onnx_model.input_size) == (4, 32)
+    assert onnx_model.backbone_fingerprint == state["backbone_fingerprint"]
+    # Plain ONNX metadata_props, readable without aim-video.
+    props = {p.key: p.value for p in onnx.load(str(exported["out"])).metadata_props}
+    assert json.loads(props["class_names"]) == CLASSES
+    assert (props["num_frames"], props["input_size"], props["test_views"]) == ("4", "32", "2x1")
+    assert (props["sampling"], props["frame_interval"]) == ("dense", "3")
+    assert json.loads(props["mean"]) == pytest.approx(NORMALIZATIONS["clip"][0])
+    assert props["aim_video_version"]
+
+
+def test_damaged_missing_and_foreign_files_are_one_line_errors(exported, tmp_path):
+    import onnx
+
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(exported["out"].read_bytes()[:5000])
+    foreign = tmp_path / "foreign.onnx"
+    model = onnx.load(str(exported["out"]))
+    del model.metadata_props[:]
+    onnx.save(model, str(foreign))
+    tampered = tmp_path / "tampered.onnx"
+    model = onnx.load(str(exported["out"]))
+    for prop in model.metadata_props:
+        if prop.key == "class_names":
+            prop.value = '["jump", "run"'
+    onnx.save(model, str(tampered))
+    cases = {truncated: "cannot load", tmp_path / "missing.onnx": "no such ONNX file",
+             foreign: "not an aim-video ONNX export", tampered: "damaged aim-video metadata"}
+    for path, reason in cases.items():
+        with pytest.raises(ExportError) as err:
+            OnnxClassifier(path)
+        assert str(path) in str(err.value) and reason in str(err.value)
+        assert "\n" not in str(err.value)
+
+
+def test_a_failed_verification_fails_the_command_and_writes_nothing(exported, tmp_path,
+                                                                    monkeypatch, capsys):
+    # The traced file is reused (tracing again would take seconds); the check is made to fail.
+    monkeypatch.setattr(export_module, "export_onnx",
+                        lambda model, path, metadata: path.write_bytes(exported["out"].read_bytes()))
+    monkeypatch.setattr(export_module, "max_logit_difference", lambda *args: 0.25)
+    out = tmp_path / "model.onnx"
+    status = main(["export", "--checkpoint", str(exported["checkpoint"]), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith("aim-video export: error:")
+    assert "0.25" in err[0] and "limit 0.0001" in err[0]
+    assert not out.exists() and not temp_files(tmp_path)
