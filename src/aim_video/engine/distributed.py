@@ -66,9 +66,8 @@ def cpu_threads(data_workers: int, requested: int | None = None) -> int:
 
     By default the CPUs this process may use, shared among torchrun's processes on the machine,
     less one per data worker, and never more than torch would use anyway (`OMP_NUM_THREADS`,
-    `torch.set_num_threads`). Oversubscribing the cores costs more than it gains: on 2 cores,
-    the demo's AIM variant trained 1.3x (1 worker) and 1.46x (2 workers) faster with this than
-    with torch's default of 2 threads (`benchmarks/cpu_threads.py`).
+    `torch.set_num_threads`): compute threads that contend with the decoding workers for the
+    cores cost more than they gain (`benchmarks/cpu_threads.py`, figures in docs/benchmarks.md).
     """
     if requested is not None:
         return requested

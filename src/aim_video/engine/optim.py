@@ -76,9 +76,8 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     return [groups[k] for k in sorted(groups)]
 
 
-# Devices with a fused AdamW kernel (one pass over every parameter instead of a dozen
-# multi-tensor ops): on the 2-core CPU it steps the demo's AIM set in 1.1 ms against 5.9 ms for
-# the default, and full fine-tuning in 2.1 against 10.9 ms.
+# Devices with a fused AdamW kernel: one pass over every parameter instead of a dozen
+# multi-tensor ops, the same update up to rounding (timings in docs/benchmarks.md).
 FUSED_DEVICES = ("cpu", "cuda")
 
 
