@@ -1,4 +1,6 @@
 import argparse
+import pickle
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from aim_video.weights import (
     export_state_dict,
     load_aim_checkpoint,
     load_pretrained,
+    read_checkpoint,
     resize_positional_embedding,
     resize_temporal_embedding,
     save_state_dict,
@@ -295,6 +298,126 @@ def test_pickle_needing_more_than_weights_needs_trust(tmp_path):
     assert str(path) in message and "argparse.Namespace" in message
     assert "trust=True" in message and "--trust-checkpoint" in message
     assert load_pretrained(aim(), path, trust=True).format == "aim"
+
+
+class ClipBlock(nn.Module):
+    """OpenAI CLIP's ResidualAttentionBlock, as its archives hold it."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(width, heads)
+        self.ln_1 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(OrderedDict(
+            c_fc=nn.Linear(width, 4 * width), gelu=nn.GELU(), c_proj=nn.Linear(4 * width, width)))
+        self.ln_2 = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(*[self.ln_1(x)] * 3, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class ClipVisual(nn.Module):
+    """OpenAI CLIP's VisionTransformer layout (names and shapes), for a TorchScript archive."""
+
+    def __init__(self, vit: ViTConfig) -> None:
+        super().__init__()
+        d = vit.width
+        self.conv1 = nn.Conv2d(3, d, vit.patch_size, stride=vit.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(torch.randn(d))
+        self.positional_embedding = nn.Parameter(torch.randn(vit.num_tokens, d))
+        self.ln_pre = nn.LayerNorm(d)
+        self.transformer = nn.Module()
+        self.transformer.resblocks = nn.Sequential(
+            *(ClipBlock(d, vit.heads) for _ in range(vit.layers)))
+        self.ln_post = nn.LayerNorm(d)
+        self.proj = nn.Parameter(torch.randn(d, 16))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(image).flatten(2).transpose(1, 2)  # (B, D, g, g) -> (B, g², D)
+        cls = self.class_embedding.expand(x.shape[0], 1, -1)
+        x = self.ln_pre(torch.cat([cls, x], 1) + self.positional_embedding)
+        x = self.transformer.resblocks(x.transpose(0, 1)).transpose(0, 1)  # sequence-first
+        return self.ln_post(x[:, 0]) @ self.proj
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_torchscript_archive_tensors_are_read_without_running_its_code(tmp_path, monkeypatch):
+    clip = nn.Module()
+    clip.visual = randomised(ClipVisual(VIT)).eval()
+    clip.logit_scale = nn.Parameter(torch.tensor(4.6))
+    clip.forward = clip.visual.forward
+    path = tmp_path / "ViT-B-16.pt"
+    torch.jit.save(torch.jit.trace(clip, torch.randn(1, 3, 32, 32)), str(path))
+    expected = torch.jit.load(str(path)).state_dict()
+
+    def no_jit_load(*args, **kwargs):
+        raise AssertionError("torch.jit.load runs the archive's code")
+
+    monkeypatch.setattr(torch.jit, "load", no_jit_load)
+    state = read_checkpoint(path).state
+    assert state.keys() == expected.keys()
+    for k, v in expected.items():
+        assert torch.equal(state[k], v) and state[k].dtype == v.dtype, k
+    target = aim()
+    report = load_pretrained(target, path)
+    assert report.format == "openai" and set(report.ignored) == {"visual.proj", "logit_scale"}
+    torch.testing.assert_close(target.transformer.resblocks[1].attn.in_proj_weight,
+                               clip.visual.transformer.resblocks[1].attn.in_proj_weight)
+
+
+class Hostile(nn.Module):
+    """A TorchScript module whose `__setstate__`, run by torch.jit.load, writes to a file."""
+
+    def __init__(self, victim: str) -> None:
+        super().__init__()
+        self.class_embedding = nn.Parameter(torch.ones(4))
+        self.victim = victim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.class_embedding
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, str, bool]:
+        return (self.class_embedding, self.victim, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, str, bool]) -> None:
+        written = torch.from_file(state[1], True, 8, dtype=torch.uint8).fill_(66)
+        self.class_embedding = state[0] + written[0].float() * 0  # used: not optimised away
+        self.victim = state[1]
+        self.training = state[2]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_torchscript_archive_whose_state_needs_its_code_is_refused(tmp_path):
+    victim = tmp_path / "victim.bin"
+    path = tmp_path / "ViT-B-16.pt"
+    torch.jit.save(torch.jit.script(Hostile(str(victim))), str(path))
+    victim.write_bytes(bytes(8))
+    torch.jit.load(str(path))  # what loading it used to do: its code runs
+    assert victim.read_bytes() == b"B" * 8, "the fixture is not hostile"
+    victim.write_bytes(bytes(8))
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(aim(), path)
+    message = str(err.value)
+    assert str(path) in message and "__setstate__" in message and "--trust-checkpoint" in message
+    assert victim.read_bytes() == bytes(8)
+
+
+def test_plain_pickle_is_refused_naming_what_it_imports(tmp_path):
+    source = randomised(aim())
+    path = tmp_path / "weights.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(export_state_dict(source, "openai"), f)
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(aim(), path)
+    message = str(err.value)
+    assert str(path) in message and "plain pickle" in message
+    assert "imports torch._utils._rebuild_tensor_v2" in message and "--trust-checkpoint" in message
+    target = aim()
+    assert load_pretrained(target, path, trust=True).format == "openai"
+    assert_same_image_weights(source, target)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "text", "missing", "bad-safetensors"])

@@ -19,11 +19,12 @@ Formats (`FORMATS`):
     aim        the released AIM checkpoints (MMAction2): `backbone.*` + `cls_head.fc_cls.*`.
     ours       `AIMViT.state_dict()`.
 
-Safety: `.pt`/`.pth`/`.bin` files are read with `torch.load(weights_only=True)`, which cannot
-run code. A file whose pickle needs more (released MMAction2 checkpoints keep numpy and mmcv
-objects in `meta`) is refused with a `CheckpointError` unless `trust=True`, which unpickles it
-fully: only for files from a trusted source. OpenAI's TorchScript archives are read with
-`torch.jit.load`: TorchScript code runs in the TorchScript interpreter, not through pickle.
+Safety: nothing in a file runs unless `trust=True`. `.pt`/`.pth`/`.bin` files are read with
+`torch.load(weights_only=True)`; OpenAI's TorchScript archives, which that cannot read and
+`torch.jit.load` would run code from, by `aim_video.script_archive` (their tensors only). A file
+that needs more (released MMAction2 checkpoints keep numpy and mmcv objects in `meta`; a class
+rebuilt by its own TorchScript code; a plain pickle) is refused with a `CheckpointError` naming
+what it needs, unless `trust=True`: only for files from a trusted source.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 import pickle
+import pickletools
 import re
 import struct
 import warnings
@@ -43,10 +45,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.serialization import MAGIC_NUMBER
 
 from aim_video.errors import UserError
 from aim_video.model.config import AIMConfig, ViTConfig
 from aim_video.model.vit import ADAPTER_NAMES, AIMViT, parameter_group
+from aim_video.script_archive import UnsafeArchive, pickle_imports, read_script_archive
 
 FORMATS = ("openai", "open_clip", "hf", "timm", "aim", "ours")
 # Formats that hold a whole AIM video model (adapters, temporal embedding, head), not an image one.
@@ -360,12 +364,51 @@ def _first_line(err: BaseException) -> str:
 def _unpickler_reason(err: BaseException) -> str:
     """The line of torch's weights-only refusal that says what the pickle needs."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
-    found = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
-    reason = found.group(1) if found else text.strip().splitlines()[0]
-    return reason.split(" Please use")[0]
+    _, _, after = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (after or text).splitlines() if line.strip()]
+    reason = lines[0].split(" Please use")[0] if lines else ""
+    return reason.rstrip(".") or "(torch gave no reason)"
+
+
+TRUST_HINT = (
+    "If the file comes from a source you trust, load it anyway with trust=True (CLI: "
+    "--trust-checkpoint); loading an untrusted file that way can run arbitrary code."
+)
+
+
+def _is_plain_pickle(path: Path) -> bool:
+    """A pickle written by `pickle.dump`, not `torch.save` (a zip, or legacy: a magic number
+    pickled first). Decided from the first pickle's opcodes, without unpickling."""
+    if zipfile.is_zipfile(path):
+        return False
+    legacy = False
+    try:
+        with open(path, "rb") as f:  # streamed to the first pickle's STOP: a whole pickle
+            for i, (op, arg, _) in enumerate(pickletools.genops(f)):
+                legacy |= i < 3 and op.name.startswith("LONG") and arg == MAGIC_NUMBER
+    except Exception:  # noqa: BLE001 - not a pickle at all: torch.load reports it
+        return False
+    return not legacy
+
+
+def _plain_pickle(path: Path, trust: bool) -> object:
+    if trust:  # the user vouched for the file
+        with open(path, "rb") as f:
+            return pickle.load(f)  # noqa: S301
+    with open(path, "rb") as f:
+        imports = pickle_imports(f)
+    if not imports:
+        raise CheckpointError(f"{path}: a plain pickle without tensors, not a checkpoint")
+    raise CheckpointError(
+        f"{path}: a plain pickle (not written by torch.save), which only full pickle can read: "
+        f"it imports {', '.join(imports)}. {TRUST_HINT} Better: save weights with "
+        "torch.save(model.state_dict(), ...) or safetensors."
+    )
 
 
 def _torch_load(path: Path, trust: bool) -> object:
+    if _is_plain_pickle(path):
+        return _plain_pickle(path, trust)
     try:
         if trust:  # full pickle: only for files the user vouched for
             return torch.load(path, map_location="cpu", weights_only=False)
@@ -376,9 +419,7 @@ def _torch_load(path: Path, trust: bool) -> object:
         raise CheckpointError(
             f"{path}: this file holds more than tensors, so the safe loader "
             f"(torch.load weights_only=True) refused it: {_unpickler_reason(err)}. Released "
-            "MMAction2 / AIM checkpoints keep numpy or mmcv objects in 'meta'. If the file comes "
-            "from a source you trust, load it with full pickle: trust=True (CLI: "
-            "--trust-checkpoint). Unpickling an untrusted file can run arbitrary code."
+            f"MMAction2 / AIM checkpoints keep numpy or mmcv objects in 'meta'. {TRUST_HINT}"
         ) from err
     except Exception as err:  # noqa: BLE001 - torch raises many types for damaged files
         raise CheckpointError(
@@ -422,7 +463,19 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
         raise CheckpointError(f"{path}: not a readable safetensors file ({reason})") from err
 
 
-def _read_torchscript(path: Path) -> RawCheckpoint:
+def _read_torchscript(path: Path, trust: bool) -> RawCheckpoint:
+    """The archive's tensors, read without running its code; `torch.jit.load` only if trusted
+    and the safe reader refused (that runs the archive's `__setstate__` code)."""
+    try:
+        return RawCheckpoint(path, read_script_archive(path), torchscript=True)
+    except UnsafeArchive as err:
+        if not trust:
+            raise CheckpointError(
+                f"{path}: a TorchScript archive whose weights cannot be read without running "
+                f"its code: {err}. {TRUST_HINT}"
+            ) from err
+    except (OSError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path}: unreadable TorchScript archive ({_first_line(err)})") from err
     try:
         with warnings.catch_warnings():
             # TorchScript is deprecated, but OpenAI's archives exist only in that form.
@@ -454,7 +507,7 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> RawCheckpoint:
     if _is_safetensors(path):
         return _read_safetensors(path)
     if _is_torchscript(path):
-        return _read_torchscript(path)
+        return _read_torchscript(path, trust)
     state, wrapped = _state_dict_of(_torch_load(path, trust), path)
     return RawCheckpoint(path, state, training_wrapper=wrapped)
 
