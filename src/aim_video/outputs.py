@@ -239,9 +239,9 @@ def plot_timeline(timeline: Timeline, path: Path, *, classes: int = 5,
                   threshold: float = 0.5) -> Path:
     """The most probable classes' probabilities over time, one line each, over a strip that
     colours each window by its top class (when at `threshold` or above)."""
-    from aim_video.engine.plots import _pyplot
+    from aim_video.engine.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     probs = timeline.probs
     centres = (timeline.starts + timeline.ends) / 2
     shown = np.argsort(-probs.max(axis=0, initial=0.0), kind="stable")[:classes]
@@ -264,6 +264,4 @@ def plot_timeline(timeline: Timeline, path: Path, *, classes: int = 5,
     if timeline.note:
         fig.text(0.01, 0.01, timeline.note, fontsize=8, color="firebrick")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -1,6 +1,8 @@
 """PNG figures of a run: training curves and the confusion matrix (matplotlib, Agg backend).
 
-matplotlib is imported inside the functions: it is slow to import and only needed at the end.
+`pyplot` and `save_figure` are the package's one way to draw and write a figure (the timeline
+and the demo's figures use them too). matplotlib is imported inside the functions: it is slow
+to import and only needed at the end.
 """
 
 from __future__ import annotations
@@ -10,14 +12,35 @@ from typing import Any
 
 import numpy as np
 
+from aim_video.files import write_atomic
 
-def _pyplot():
+
+def pyplot() -> Any:
+    """`matplotlib.pyplot` on the Agg backend: files only, never a window."""
     import matplotlib
 
-    matplotlib.use("Agg")  # files only, never a window
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Writes `fig` atomically (a reader never sees half a PNG) and closes it.
+
+    Args:
+        fig: a matplotlib figure.
+        path: the file to write; its suffix names the format (`.png`, `.svg`, ...).
+        dpi: resolution of raster formats.
+    """
+    path = Path(path)
+    # The temporary file's own suffix is .tmp: the format must be named, not guessed from it.
+    fmt = path.suffix.lstrip(".") or "png"
+    try:
+        write_atomic(path, lambda temp: fig.savefig(temp, dpi=dpi, format=fmt))
+    finally:
+        pyplot().close(fig)
+    return path
 
 
 def plot_curves(history: list[dict[str, Any]], path: str | Path) -> Path:
@@ -28,7 +51,7 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path) -> Path:
             validated epochs, `val_top1` / `val_top5` (accuracies in %).
         path: the PNG to write.
     """
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
@@ -44,9 +67,7 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path) -> Path:
@@ -59,7 +80,7 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path)
         class_names: K names.
         path: the PNG to write.
     """
-    plt = _pyplot()
+    plt = pyplot()
     k = len(class_names)
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
@@ -72,6 +93,4 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path)
     ax.set(xlabel="predicted", ylabel="true", title="confusion (row-normalised)")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
