@@ -117,3 +117,32 @@ def test_cli_text_and_exit_codes(dataset, tmp_path, capsys):
     bad_list.write_text("a.mp4 zero\n")
     assert main(["check-data", str(bad_list)]) == 2
     assert "bad.txt:1: label must be an integer" in capsys.readouterr().err
+
+
+def test_a_folder_or_file_of_the_wrong_kind_is_named_as_such(dataset, tmp_path, capsys):
+    listing, _ = dataset
+    (tmp_path / "x.mp4").mkdir()  # a folder where a video file belongs
+    video = listing.parent / "a.mp4"  # a video file where a frame folder belongs
+    entries = Annotations([VideoRecord(str(tmp_path / "x.mp4"), 0)], ["x"])
+    [bad] = scan(entries, backend="pyav", workers=0, progress=False).bad
+    assert bad.reason.startswith("a directory where a video file was expected (backend 'pyav')")
+    [bad] = scan(Annotations([VideoRecord(str(video), 0)], ["x"]), backend="frames", workers=0,
+                 progress=False).bad
+    assert bad.reason.startswith("a file where a frame folder was expected")
+    # And on the command line.
+    folder_list = tmp_path / "folder.txt"
+    folder_list.write_text(f"{tmp_path / 'x.mp4'} 0\n")
+    assert main(["check-data", str(folder_list), "--workers", "0"]) == 1
+    assert "a directory where a video file was expected" in capsys.readouterr().out
+
+
+def test_a_failure_that_is_not_about_the_file_stops_the_scan(dataset, monkeypatch):
+    from aim_video.data import check
+
+    def broken(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(check, "open_video", broken)
+    listing, _ = dataset
+    with pytest.raises(MemoryError):
+        scan(load_annotations(listing, root=listing.parent), workers=0, progress=False)

@@ -14,14 +14,18 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from aim_video.data import decode
+from aim_video.data import transforms as T
 from aim_video.data.decode import (
     MISSING_TAIL_TOLERANCE,
     VideoDecodeError,
     open_video,
     output_size,
+    short_side_size,
 )
+from aim_video.data.prepare import prepared_size
 
 N_FRAMES, HEIGHT, WIDTH, GOP = 60, 48, 64, 12
 BITS = 8  # vertical bars, one per bit of the frame index
@@ -168,6 +172,36 @@ def test_output_size():
     assert output_size(48, 64, size=(10, 20)) == (10, 20)
 
 
+@pytest.mark.parametrize(
+    ("hw", "size", "multiple", "expected"),
+    [
+        ((240, 320), 256, 1, (256, 341)),  # 341.33: nearest
+        ((320, 240), 256, 1, (341, 256)),  # the same, tall
+        ((100, 100), 224, 1, (224, 224)),
+        ((4, 6), 3, 1, (3, 5)),  # 4.5: halves round up
+        # 115.5 exactly, which `165 * (112 / 160)` computes as 115.4999...: integer arithmetic
+        ((160, 165), 112, 1, (112, 116)),
+        ((1080, 1920), 256, 2, (256, 456)),  # 455.1: nearest even
+        ((256, 257), 256, 2, (256, 258)),  # 257: between two even lengths, up
+        ((640, 480), 256, 2, (342, 256)),  # 341.3: nearest even is 342, nearest pixel 341
+        ((1, 1000), 1, 1, (1, 1000)),
+        ((1000, 1), 1, 2, (1000, 1)),  # the short side is exact, even when odd
+        ((3, 7), 2, 1, (2, 5)),  # 4.67: growing rounds the same way
+    ],
+)
+def test_short_side_size_is_the_one_rule(hw, size, multiple, expected):
+    """Decoding, the transforms and `prepare` size frames alike: the short side exact, the long
+    side to the nearest multiple (halves up), the aspect ratio kept."""
+    assert short_side_size(*hw, size, multiple=multiple) == expected
+    if multiple == 1:
+        assert output_size(*hw, short_side=size) == expected
+        assert T.short_side_size(*hw, size) == expected
+        clip = torch.zeros(1, *hw, 3, dtype=torch.uint8)
+        assert tuple(T.resize_short_side(clip, size).shape[1:3]) == expected
+    else:
+        assert prepared_size(*hw, size) == expected
+
+
 # ---------------------------------------------------------------- decord
 
 
@@ -211,7 +245,7 @@ def test_frame_folder_errors(tmp_path):
     from PIL import Image
 
     with pytest.raises(VideoDecodeError, match=r"no frames named like 'img_\{:05d\}\.jpg'"):
-        open_video(tmp_path)
+        open_video(tmp_path, backend="frames")
     for i in (1, 2, 4):  # frame 3 (index 2) missing
         Image.fromarray(barcode(i)).save(tmp_path / f"img_{i:05d}.jpg")
     missing = pytest.raises(VideoDecodeError, match=r"img_00003\.jpg: frame 2 missing")
@@ -219,6 +253,24 @@ def test_frame_folder_errors(tmp_path):
         reader.read([0, 2])
     with pytest.raises(VideoDecodeError, match="frame folder not found"):
         open_video(tmp_path / "nope", backend="frames")
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_a_folder_where_a_video_file_was_expected(tmp_path, backend):
+    folder = tmp_path / "x.mp4"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no frames here")
+    with pytest.raises(VideoDecodeError) as info:
+        open_video(folder, backend=backend)
+    assert info.value.reason == (
+        f"a directory where a video file was expected (backend {backend!r}), and no frame "
+        "folder either: no images named like 'img_{:05d}.jpg' in it"
+    )
+
+
+def test_a_file_where_a_frame_folder_was_expected(videos):
+    with pytest.raises(VideoDecodeError, match="a file where a frame folder was expected"):
+        open_video(videos["clip.mp4"], backend="frames")
 
 
 # ---------------------------------------------------------------- real H.264 clips

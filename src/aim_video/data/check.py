@@ -14,7 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from aim_video.data.annotations import Annotations, VideoRecord
-from aim_video.data.decode import Backend, VideoDecodeError, open_video
+from aim_video.data.decode import Backend, VideoDecodeError, is_decode_error, open_video
 from aim_video.data.pool import process_pool, usable_cpus
 
 
@@ -56,7 +56,10 @@ def check_entry(
             reader.read([0, reader.num_frames - 1])
     except VideoDecodeError as err:
         return err.reason
-    except Exception as err:  # a decoder's own failure still names the entry, not the scan
+    except Exception as err:
+        # A decoder's own failure is a bad entry; anything else (a bug, no memory) ends the scan.
+        if not is_decode_error(err):
+            raise
         return f"{type(err).__name__}: {err}"
     return None
 

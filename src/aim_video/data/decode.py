@@ -12,7 +12,8 @@ One interface, three backends:
   and their frames counted.
 - ``"decord"``: ``decord.VideoReader.get_batch`` (optional dependency, imported lazily).
 - ``"frames"``: a folder of images named by a template (MMAction2's 1-based ``img_00001.jpg``).
-  A directory is always read this way, whichever backend is named.
+  A directory given to another backend is read this way too when it holds the first frame's
+  image; any other directory is an error that says a video file was expected.
 
 Frame indices are 0-based positions in display order. Indices past the end are clamped: first to
 ``num_frames - 1`` (the count the container declares), then, if the stream really ends a few frames
@@ -24,9 +25,11 @@ from __future__ import annotations
 
 import abc
 import bisect
+import errno
 import os
 import re
 import string
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
@@ -58,6 +61,9 @@ _DECODE_ORDER_TIMESTAMP_FORMATS = frozenset({"avi"})
 _MIN_FRAMES_SKIPPED_BY_SEEK = 1
 _MIN_FRAMES_SKIPPED_BY_SEEK_THREADED = 8
 
+
+# errno values that name an exhausted machine (memory, file handles), never a bad file.
+_MACHINE_ERRNOS = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
 _converters = threading.local()
 
@@ -98,6 +104,48 @@ class VideoDecodeError(RuntimeError):
         return f"{self.path}: {self.reason}"
 
 
+def short_side_size(height: int, width: int, size: int, *, multiple: int = 1) -> tuple[int, int]:
+    """(height, width) after scaling the short side to `size`, keeping the aspect ratio.
+
+    The one short-side rule of the data package (decoding, transforms and `prepare` use it):
+    the short side becomes exactly `size`, the long side the nearest multiple of `multiple`
+    to its scaled length, halves rounded up (MMAction2's ``Resize(scale=(-1, size))`` for
+    `multiple` 1), and at least `multiple`. Exact integer arithmetic: a float product such as
+    ``width * (size / height)`` can land just below a half and round the other way.
+
+    Args:
+        height: Frame height.
+        width: Frame width.
+        size: Short side after scaling.
+        multiple: Length the long side is a multiple of: 2 where an encoder needs even sides
+            (H.264 4:2:0), else 1.
+    """
+    if size <= 0 or multiple <= 0:
+        raise ValueError(f"size and multiple must be positive, got {size} and {multiple}")
+    short, long = min(height, width), max(height, width)
+    # nearest multiple of `multiple` to long * size / short: floor(x / m + 1/2) * m
+    scaled = max(1, (2 * long * size + multiple * short) // (2 * multiple * short)) * multiple
+    return (size, scaled) if height <= width else (scaled, size)
+
+
+def is_decode_error(err: BaseException) -> bool:
+    """Whether `err` says that a file cannot be decoded (a bad file), rather than a bug or an
+    exhausted machine.
+
+    Bad files: `VideoDecodeError`, FFmpeg's errors (``av.FFmpegError``), decord's
+    ``DECORDError``, an `OSError` reading the file and undecodable metadata text. Running out
+    of memory or file handles is the machine's problem, whatever library reports it.
+    """
+    if isinstance(err, MemoryError):  # av.error.MemoryError (ENOMEM) included
+        return False
+    if isinstance(err, OSError) and err.errno in _MACHINE_ERRNOS:
+        return False
+    if isinstance(err, (VideoDecodeError, av.FFmpegError, OSError, UnicodeDecodeError)):
+        return True
+    decord = sys.modules.get("decord")  # only a decord reader can have raised its error
+    return decord is not None and isinstance(err, decord.DECORDError)
+
+
 def output_size(
     height: int,
     width: int,
@@ -112,7 +160,7 @@ def output_size(
         width: Frame width in the file.
         size: Exact (height, width) to scale to.
         short_side: Scale so the shorter side has this length, keeping the aspect ratio
-            (the longer side is rounded to the nearest pixel).
+            (`short_side_size`).
 
     Returns:
         The native size when neither `size` nor `short_side` is given.
@@ -127,10 +175,7 @@ def output_size(
     if short_side is not None:
         if short_side <= 0:
             raise ValueError(f"short_side must be positive, got {short_side}")
-        scale = short_side / min(height, width)
-        if height <= width:
-            return short_side, max(1, int(width * scale + 0.5))
-        return max(1, int(height * scale + 0.5)), short_side
+        return short_side_size(height, width, short_side)
     return height, width
 
 
@@ -610,9 +655,14 @@ class FrameFolderReader(VideoReader):
         self._template = template
         self._start = start
         self.fps = fps
+        if self._folder.is_file():
+            raise VideoDecodeError(
+                path, "a file where a frame folder was expected (the 'frames' backend reads "
+                "folders of images; use 'pyav' or 'decord' for video files)"
+            )
         if not self._folder.is_dir():
             raise VideoDecodeError(path, "frame folder not found")
-        pattern = _template_regex(template)
+        pattern = template_regex(template)
         self.num_frames = sum(
             1
             for entry in os.scandir(self._folder)
@@ -653,7 +703,7 @@ class FrameFolderReader(VideoReader):
         return out
 
 
-def _template_regex(template: str) -> re.Pattern[str]:
+def template_regex(template: str) -> re.Pattern[str]:
     """A regex matching the file names `template` produces; group 1 is the number."""
     parts = list(string.Formatter().parse(template))
     fields = [field for _, field, _, _ in parts if field is not None]
@@ -665,6 +715,11 @@ def _template_regex(template: str) -> re.Pattern[str]:
         if field is not None:
             regex += r"(\d+)"
     return re.compile(regex)
+
+
+def _holds_frames(folder: Path, template: str, start: int) -> bool:
+    """Whether `folder` holds the first frame image `template` names."""
+    return (folder / template.format(start)).is_file()
 
 
 def open_video(
@@ -688,11 +743,20 @@ def open_video(
         A `VideoReader`; use it as a context manager.
 
     Raises:
-        VideoDecodeError: the file is missing, empty, not a video, or has no video frames.
+        VideoDecodeError: the file is missing, empty, not a video, or has no video frames; a
+            directory without frame images where a video file was expected; a file where
+            the 'frames' backend expected a folder.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown video backend {backend!r}; expected one of {BACKENDS}")
-    if backend == "frames" or Path(path).is_dir():
+    if backend == "frames":
+        return FrameFolderReader(path, frame_template, start=frame_start)
+    if Path(path).is_dir():
+        if not _holds_frames(Path(path), frame_template, frame_start):
+            raise VideoDecodeError(
+                path, f"a directory where a video file was expected (backend {backend!r}), "
+                f"and no frame folder either: no images named like {frame_template!r} in it"
+            )
         return FrameFolderReader(path, frame_template, start=frame_start)
     if backend == "decord":
         return DecordReader(path)

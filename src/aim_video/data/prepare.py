@@ -59,6 +59,7 @@ from aim_video.data.decode import (
     VideoDecodeError,
     VideoReader,
     open_video,
+    short_side_size,
 )
 from aim_video.data.pool import process_pool, usable_cpus
 from aim_video.errors import UserError
@@ -137,10 +138,7 @@ class PrepareReport:
 def prepared_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     """(height, width) of a prepared frame: the short side is `short_side`, the long side is
     scaled alike and rounded to the nearest even length (4:2:0 video needs even sides)."""
-    scale = short_side / min(height, width)
-    if height <= width:
-        return short_side, max(2, 2 * round(width * scale / 2))
-    return max(2, 2 * round(height * scale / 2)), short_side
+    return short_side_size(height, width, short_side, multiple=2)
 
 
 def _frame_rate(reader: VideoReader) -> Fraction:

@@ -25,6 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# The decoder's rule, so frames resized while decoding (`DataConfig.resize_in_decoder`) already
+# have the size `resize_short_side` gives and are not resized twice.
+from aim_video.data.decode import short_side_size
+
 CLIP_MEAN = (122.769, 116.74, 104.04)  # OpenAI CLIP, on 0-255 RGB
 CLIP_STD = (68.493, 66.63, 70.321)
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # torchvision ImageNet, on 0-255 RGB
@@ -81,15 +85,6 @@ class CropBox(NamedTuple):
     left: int
     height: int
     width: int
-
-
-def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """(height, width) after scaling the short side to `size`, keeping the aspect ratio.
-
-    The long side is rounded to the nearest pixel, as MMAction2's `Resize(scale=(-1, size))`.
-    """
-    scale = size / min(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
 def resize(clip: Tensor, size: tuple[int, int], antialias: bool = True) -> Tensor:
