@@ -1,5 +1,7 @@
 """VideoDataset: item shapes, seeded determinism, the bad-file policy, loaders, collate."""
 
+import dataclasses
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -13,10 +15,12 @@ from aim_video.data import dataset as dataset_module
 from aim_video.data.annotations import Annotations, VideoRecord
 from aim_video.data.dataset import (
     DataConfig,
+    DataError,
     VideoDataset,
     build_dataset,
     collate,
 )
+from aim_video.errors import UserError
 from aim_video.data.transforms import CLIP_MEAN, CLIP_STD
 
 NUM_FRAMES = 40
@@ -200,8 +204,60 @@ def test_replacement_is_deterministic(files):
 
 def test_train_mode_gives_up_on_a_data_set_of_bad_files(files):
     data = make_dataset(files, BAD)
-    with pytest.raises(RuntimeError, match="too many unreadable videos .* last: .*mp4: "):
+    data.source = "data.train (lists/train.txt)"
+    with pytest.raises(DataError) as info:
         data[0]
+    message = str(info.value)
+    assert isinstance(info.value, UserError) and "\n" not in message
+    assert message.startswith("data.train (lists/train.txt): too many unreadable videos (50 in")
+    # The first few reasons, each with its file, and the likely cause.
+    assert message.count(".mp4: ") == dataset_module.REASONS_SHOWN
+    assert "Is data.root (None) right?" in message
+
+
+def test_a_loader_worker_gives_the_same_one_line_data_error(files):
+    data = make_dataset(files, BAD)
+    loader = DataLoader(data, batch_size=1, num_workers=1, collate_fn=collate)
+    with pytest.raises(DataError) as info:
+        next(iter(loader))
+    assert str(info.value).startswith("the training list: too many unreadable videos (50 in")
+    assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("a bug in a reader"),
+                                   av.error.MemoryError(12, "Cannot allocate memory")])
+def test_errors_that_are_not_about_the_file_stop_the_run(files, monkeypatch, error):
+    """Only decoding errors make a bad file; anything else propagates with its cause instead of
+    being replaced by another video (training would go on, silently, on fewer videos)."""
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise error
+
+    monkeypatch.setattr(dataset_module, "open_video", Broken)
+    for mode in ("train", "test"):
+        with pytest.raises(type(error)) as info:
+            make_dataset(files, GOOD, mode=mode)[0]
+        assert info.value is error
+
+
+@pytest.mark.parametrize("error", [av.error.InvalidDataError(1094995529, "Invalid data"),
+                                   OSError(5, "Input/output error")])
+def test_decoder_errors_of_any_library_make_a_bad_file(files, monkeypatch, error):
+    calls = []
+
+    def flaky(path, *args, **kwargs):
+        calls.append(path)
+        if path == files["wide"]:
+            raise error
+        return real(path, *args, **kwargs)
+
+    real = dataset_module.open_video
+    monkeypatch.setattr(dataset_module, "open_video", flaky)
+    item = make_dataset(files, ("wide", "tall"))[0]
+    assert item["skipped"][0][0] == files["wide"]
+    assert type(error).__name__ in item["skipped"][0][1]
+    assert item["index"] == 1
 
 
 def test_test_mode_flags_bad_files_with_a_zero_video(files):
@@ -272,14 +328,34 @@ def test_build_dataset_reads_the_split_annotation_file(files, tmp_path):
     assert train.mode == "train" and len(train) == 2
     assert train[1]["label"] == 1 and train[1]["video"].shape == (3, 4, 32, 32)
     assert build_dataset(cfg, "test").mode == "test"
-    with pytest.raises(ValueError, match="no annotation file for the val split: set data.val"):
+    with pytest.raises(DataError, match="no annotation file for the val split: set data.val"):
         build_dataset(cfg, "val")
+
+
+def test_a_wrong_root_or_list_is_one_line_naming_the_key(files, tmp_path):
+    listing = tmp_path / "train.txt"
+    listing.write_text("".join(f"{Path(files[n]).name} 0\n" for n in ("wide", "tall", "missing")))
+    root = str(Path(files["wide"]).parent)
+    good = DataConfig(train=str(listing), root=root, num_frames=4, input_size=32, short_side=40)
+    assert len(build_dataset(good, "train")) == 3  # one missing file is the bad-file policy's
+    cases = [
+        (dict(train=str(tmp_path / "nope.txt")), f"data.train: {tmp_path / 'nope.txt'}: no such "
+         "annotation file"),
+        (dict(root=str(tmp_path / "elsewhere")), f"data.root: {tmp_path / 'elsewhere'}: no such "
+         "folder"),
+        (dict(root=str(tmp_path)), f"data.train ({listing}): none of 3 videos checked exists "
+         f"(e.g. {tmp_path / 'wide.mp4'}); is data.root ({tmp_path}) right?"),
+    ]
+    for change, message in cases:
+        with pytest.raises(DataError) as info:
+            build_dataset(dataclasses.replace(good, **change), "train")
+        assert str(info.value) == message
 
 
 def test_config_normalises_yaml_values_and_rejects_bad_ones():
     cfg = DataConfig(area_range=[0.2, 1], flip_label_map={"3": "4"})
     assert cfg.area_range == (0.2, 1.0) and cfg.flip_label_map == {3: 4}
-    with pytest.raises(ValueError, match="data.sampling must be 'dense' or 'uniform'"):
+    with pytest.raises(ValueError, match="data.sampling must be one of 'dense', 'uniform'"):
         DataConfig(sampling="sparse")
     with pytest.raises(ValueError, match="data.test_crops must be 1 or 3"):
         DataConfig(test_crops=2)
@@ -287,3 +363,32 @@ def test_config_normalises_yaml_values_and_rejects_bad_ones():
         DataConfig(short_side=200)
     with pytest.raises(ValueError, match="data.normalize must be one of"):
         DataConfig(normalize="kinetics")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (dict(backend="pyvav"), "data.backend must be one of 'pyav', 'decord', 'frames', got 'pyvav'"),
+    (dict(format="csv"), "data.format must be one of 'auto', 'mmaction', "),
+    (dict(frame_template="img.jpg"), "data.frame_template: frame template needs exactly one"),
+    (dict(area_range=(0.5, 0.2)), "data.area_range must be 0 < min <= max <= 1"),
+    (dict(ratio_range=(0, 1)), "data.ratio_range must be 0 < min <= max"),
+    (dict(randaugment_m=11), "data.randaugment_m must be in 0-10"),
+    (dict(num_workers=-1), "data.num_workers must be >= 0"),
+])
+def test_every_choice_is_validated_before_any_video_is_read(change, message):
+    with pytest.raises(ValueError) as info:
+        DataConfig(**change)
+    assert str(info.value).startswith(message)
+    # Through the config layer: a one-line ConfigError naming the key, not "too many
+    # unreadable videos" after 50 replacements.
+    from aim_video.engine.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="data."):
+        config_from_dict({"data": dict(change)})
+
+
+def test_the_decord_backend_needs_decord(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "decord" else real(name, *a))
+    with pytest.raises(ValueError, match=r"decord is not installed: pip install 'aim-video\[deco"):
+        DataConfig(backend="decord")

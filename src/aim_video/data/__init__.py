@@ -11,13 +11,14 @@ from aim_video.data.annotations import (
     VideoRecord,
     load_annotations,
 )
-from aim_video.data.dataset import DataConfig, VideoDataset, build_dataset, collate
+from aim_video.data.dataset import DataConfig, DataError, VideoDataset, build_dataset, collate
 from aim_video.data.decode import VideoDecodeError, open_video
 
 __all__ = [
     "AnnotationError",
     "Annotations",
     "DataConfig",
+    "DataError",
     "VideoDataset",
     "VideoDecodeError",
     "VideoRecord",

@@ -34,18 +34,33 @@ the right shape and the reason in `skipped`, so the evaluator can count it.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from aim_video.data.annotations import Annotations, VideoRecord, load_annotations
-from aim_video.data.decode import VideoDecodeError, open_video
+from aim_video.data.annotations import (
+    FORMATS,
+    Annotations,
+    Format,
+    VideoRecord,
+    load_annotations,
+)
+from aim_video.data.decode import (
+    BACKENDS,
+    Backend,
+    VideoDecodeError,
+    is_decode_error,
+    open_video,
+    template_regex,
+)
 from aim_video.data.sampling import DenseSampling, Sampling, UniformSampling
 from aim_video.data.transforms import (
     CLIP_MEAN,
@@ -62,6 +77,7 @@ from aim_video.data.transforms import (
     TrainTransform,
     resize_short_side,
 )
+from aim_video.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -69,27 +85,50 @@ logger = logging.getLogger(__name__)
 # (or its root path) is wrong, not a few files.
 MAX_CONSECUTIVE_FAILURES = 50
 
+# Videos of a list that `build_dataset` looks for before training: enough to tell a wrong
+# `data.root` from a few missing files, few enough to cost nothing on a network file system.
+ROOT_PROBES = 16
+
+# Bad files named in the "too many unreadable videos" message.
+REASONS_SHOWN = 3
+
+
+class DataError(UserError):
+    """A data set that cannot be used as configured: a missing list or root, or a list whose
+    videos cannot be read. The message names the config key or the annotation file."""
+
+    def __init__(self, message: str) -> None:
+        # A DataLoader worker's exception comes back as `type(text)`, the text being the
+        # worker's traceback ending in "DataError: <message>": keep the one-line message.
+        marker = f"{type(self).__name__}: "
+        if "Original Traceback" in message and marker in message:
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)
+
+
 NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "clip": (CLIP_MEAN, CLIP_STD),
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
 }
 
 Mode = Literal["train", "test"]
+SamplingName = Literal["dense", "uniform"]
+NormalizationName = Literal["clip", "imagenet"]
 
 
 @dataclass
 class DataConfig:
     """Where the data is and how clips are sampled, augmented and loaded."""
 
-    format: str = "auto"  # annotation format, see `load_annotations`; "auto" guesses it
+    format: Format = "auto"  # annotation format, see `load_annotations`; "auto" guesses it
     train: str | None = None  # training annotation file
     val: str | None = None  # validation annotation file (evaluated during training)
     test: str | None = None  # test annotation file
     root: str | None = None  # folder that relative video paths are relative to
     class_names: str | list[str] | None = None  # class names, or a file of them, one a line
-    backend: str = "pyav"  # video decoder: "pyav", "decord" or "frames" (image folders)
+    backend: Backend = "pyav"  # video decoder: "pyav", "decord" or "frames" (image folders)
     frame_template: str = "img_{:05d}.jpg"  # file names inside frame folders
-    sampling: str = "dense"  # "dense" (frames `frame_interval` apart) or "uniform" (TSN)
+    sampling: SamplingName = "dense"  # "dense" (frames `frame_interval` apart) or "uniform" (TSN)
     num_frames: int = 8  # frames per clip (T)
     frame_interval: int = 16  # distance between sampled frames, dense sampling only
     test_clips: int = 3  # clips per video at test time
@@ -106,7 +145,7 @@ class DataConfig:
     randaugment_m: float = 0  # RandAugment magnitude, 0-10 (SSv2 recipe: 7)
     random_erasing: float = 0.0  # random erasing probability (SSv2 recipe: 0.25)
     color_jitter: float = 0.0  # brightness/contrast/saturation strength; hue = this / 5
-    normalize: str = "clip"  # mean/std: "clip" (CLIP models) or "imagenet"
+    normalize: NormalizationName = "clip"  # mean/std: "clip" (CLIP models) or "imagenet"
     num_workers: int = 4  # data loader worker processes per GPU
     repeated_aug: int = 1  # clips drawn from each decoded training video (K)
     # Flip, colour jitter, normalisation and erasing of training clips on the training device
@@ -123,13 +162,28 @@ class DataConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first field with an impossible value."""
-        if self.sampling not in ("dense", "uniform"):
-            raise ValueError(f"data.sampling must be 'dense' or 'uniform', got {self.sampling!r}")
-        if self.normalize not in NORMALIZATIONS:
+        """Raise ValueError naming the first field with an impossible value (the config layer
+        reports it as a ConfigError)."""
+        for name, choices in (
+            ("format", FORMATS),
+            ("backend", BACKENDS),
+            ("sampling", get_args(SamplingName)),
+            ("normalize", get_args(NormalizationName)),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"data.{name} must be one of {', '.join(map(repr, choices))}, "
+                    f"got {getattr(self, name)!r}"
+                )
+        if self.backend == "decord" and importlib.util.find_spec("decord") is None:
             raise ValueError(
-                f"data.normalize must be one of {sorted(NORMALIZATIONS)}, got {self.normalize!r}"
+                "data.backend is 'decord' but decord is not installed: "
+                "pip install 'aim-video[decord]', or use data.backend=pyav"
             )
+        try:
+            template_regex(self.frame_template)
+        except ValueError as err:
+            raise ValueError(f"data.frame_template: {err}") from None
         if self.test_crops not in (1, 3):
             raise ValueError(f"data.test_crops must be 1 or 3, got {self.test_crops}")
         for name in ("num_frames", "frame_interval", "test_clips", "input_size", "repeated_aug"):
@@ -148,6 +202,19 @@ class DataConfig:
         for name in ("flip", "random_erasing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"data.{name} must be a probability, got {getattr(self, name)}")
+        low, high = self.area_range
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"data.area_range must be 0 < min <= max <= 1, got {self.area_range}")
+        low, high = self.ratio_range
+        if not 0.0 < low <= high:
+            raise ValueError(f"data.ratio_range must be 0 < min <= max, got {self.ratio_range}")
+        for name in ("randaugment_n", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.randaugment_m <= 10:
+            raise ValueError(f"data.randaugment_m must be in 0-10, got {self.randaugment_m}")
+        if self.color_jitter < 0:
+            raise ValueError(f"data.color_jitter must be >= 0, got {self.color_jitter}")
 
 
 def build_sampling(cfg: DataConfig) -> Sampling:
@@ -291,9 +358,17 @@ class VideoDataset(Dataset):
             off here (the trainer decides it by the device).
         mode: "train" (random clips, bad files replaced) or "test" (all views, bad files
             flagged).
+        source: the annotation file, named when too many videos cannot be read.
     """
 
-    def __init__(self, annotations: Annotations, cfg: DataConfig, mode: Mode = "train") -> None:
+    def __init__(
+        self,
+        annotations: Annotations,
+        cfg: DataConfig,
+        mode: Mode = "train",
+        *,
+        source: str | None = None,
+    ) -> None:
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
         cfg.validate()
@@ -301,6 +376,7 @@ class VideoDataset(Dataset):
         self.class_names: list[str] = list(annotations.class_names)
         self.cfg = cfg
         self.mode = mode
+        self.source = source
         self.sampling = build_sampling(cfg)
         self.train_transform = build_train_transform(cfg)
         self.eval_transform = build_eval_transform(cfg)
@@ -354,10 +430,12 @@ class VideoDataset(Dataset):
                 continue
             item = self._augment(clips, record.label, generators)
             return item | {"index": index, "ok": True, "skipped": skipped}
-        last_path, last_reason = skipped[-1]
-        raise RuntimeError(
-            f"too many unreadable videos ({MAX_CONSECUTIVE_FAILURES} in a row, drawing for "
-            f"item {requested}), last: {last_path}: {last_reason}"
+        first = "; ".join(f"{path}: {reason}" for path, reason in skipped[:REASONS_SHOWN])
+        raise DataError(
+            f"{self.source or 'the training list'}: too many unreadable videos "
+            f"({MAX_CONSECUTIVE_FAILURES} in a row, drawing for item {requested}); the first: "
+            f"{first}. Is data.root ({self.cfg.root}) right? `aim-video check-data` lists "
+            "every unreadable video"
         )
 
     def _augment(
@@ -421,7 +499,8 @@ class VideoDataset(Dataset):
             uint8 (clips, clip_len, H, W, 3).
 
         Raises:
-            VideoDecodeError: for any failure to open or read the video, whatever raised it.
+            VideoDecodeError: the video cannot be opened or decoded (`is_decode_error`), by
+                whichever library; other errors pass through unchanged.
         """
         cfg = self.cfg
         try:
@@ -433,9 +512,11 @@ class VideoDataset(Dataset):
                     indices.reshape(-1).tolist(),  # (clips * clip_len,)
                     short_side=short_side if cfg.resize_in_decoder else None,
                 )  # (clips * clip_len, H, W, 3)
-        except VideoDecodeError:
-            raise
-        except Exception as err:  # a decoder library failing in its own way is still a bad file
+        except Exception as err:
+            # A decoder library failing in its own way is still a bad file; anything else (a
+            # bug, no memory) stops the run with its cause instead of being replaced.
+            if isinstance(err, VideoDecodeError) or not is_decode_error(err):
+                raise
             raise VideoDecodeError(record.path, f"{type(err).__name__}: {err}") from err
         if frames.shape[0] != indices.size:
             raise VideoDecodeError(
@@ -471,11 +552,41 @@ def build_dataset(cfg: DataConfig, split: Literal["train", "val", "test"]) -> Vi
     """The dataset of `split`, its annotations loaded from `cfg.<split>`.
 
     "train" gives a training dataset; "val" and "test" give test-mode datasets.
+
+    Raises:
+        DataError: the list file or `cfg.root` does not exist, or none of the first videos
+            of the list does (a wrong `data.root`), named by config key and path.
     """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     path = getattr(cfg, split)
     if path is None:
-        raise ValueError(f"no annotation file for the {split} split: set data.{split}")
+        raise DataError(f"no annotation file for the {split} split: set data.{split}")
+    if not Path(path).exists():
+        raise DataError(f"data.{split}: {path}: no such annotation file")
+    if cfg.root is not None and not Path(cfg.root).is_dir():
+        raise DataError(f"data.root: {cfg.root}: no such folder")
     annotations = load_annotations(path, cfg.format, cfg.root, cfg.class_names)
-    return VideoDataset(annotations, cfg, mode="train" if split == "train" else "test")
+    _check_videos_exist(annotations.records, cfg, f"data.{split} ({path})")
+    mode: Mode = "train" if split == "train" else "test"
+    return VideoDataset(annotations, cfg, mode=mode, source=f"data.{split} ({path})")
+
+
+def _check_videos_exist(records: Sequence[VideoRecord], cfg: DataConfig, source: str) -> None:
+    """Raise when none of up to `ROOT_PROBES` videos spread over the list exists.
+
+    Then the list and the files do not meet (a wrong `data.root`, a list for another copy of
+    the data set), which training would otherwise find after 50 replacements per item. A few
+    missing files are the bad-file policy's job.
+    """
+    if not records:
+        return
+    step = max(1, len(records) // ROOT_PROBES)
+    probes = records[::step][:ROOT_PROBES]
+    if any(Path(record.path).exists() for record in probes):
+        return
+    root = f"data.root ({cfg.root})" if cfg.root is not None else "data.root (not set)"
+    raise DataError(
+        f"{source}: none of {len(probes)} videos checked exists (e.g. {probes[0].path}); "
+        f"is {root} right?"
+    )
