@@ -14,6 +14,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from video_helpers import write_checkpoint, write_indexed_video
 
 pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
 pytest.importorskip("onnxscript", reason="the export extra (onnxscript) is not installed")
@@ -23,47 +24,31 @@ from aim_video import export as export_module  # noqa: E402
 from aim_video.cli import main  # noqa: E402
 from aim_video.data.dataset import NORMALIZATIONS  # noqa: E402
 from aim_video.engine import checkpoint as ckpt  # noqa: E402
-from aim_video.engine.config import config_to_dict, load_config  # noqa: E402
 from aim_video.export import EXPORT_BATCH, ExportError, OnnxClassifier  # noqa: E402
 from aim_video.files import temp_files  # noqa: E402
 
-CLASSES = ["jump", "run", "sit", "wave", "fall"]
-TINY = ["model.width=64", "model.layers=2", "model.heads=2", "model.patch_size=8",
-        "model.image_size=32", "data.input_size=32", "data.short_side=32", "data.num_frames=4",
-        "data.sampling=dense", "data.frame_interval=3", "data.test_clips=2"]
 # fp32 on both sides, the same operations in another order: differences are rounding (~1e-7
 # here); a wrong graph (a missed adapter, a frame mix-up) moves logits by far more than this.
 TOLERANCE = 1e-4
-
-
-def tiny_trained_model():
-    """The tiny run's model with adapters and temporal embedding moved off their zero init, so
-    that every branch the export must keep changes the logits."""
-    cfg = load_config("synthetic_cpu", TINY)
-    model = ckpt.model_from_config(cfg, len(CLASSES))
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if model.is_trainable(name):
-                param.add_(0.1 * torch.randn(param.shape, generator=generator))
-    return cfg, model
+CLASSES = [f"class_{c}" for c in range(5)]
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
-    cfg, model = tiny_trained_model()
-    state = ckpt.checkpoint_state(model, optimizer=None, scheduler=None, scaler=None,
-                                  progress={}, cfg_dict=config_to_dict(cfg), class_names=CLASSES)
-    checkpoint = ckpt.save_checkpoint(state, folder / "best.pt")
+    checkpoint = write_checkpoint(folder / "best.pt", classes=len(CLASSES), interval=3,
+                                  views="2x1")
+    state = ckpt.load_checkpoint(checkpoint)
+    cfg = ckpt.checkpoint_config(state, checkpoint)
     out = folder / "model.onnx"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         status = main(["export", "--checkpoint", str(checkpoint), "--format", "onnx",
                        "--out", str(out)])
     assert status == 0
-    return {"cfg": cfg, "model": model.eval(), "checkpoint": checkpoint, "out": out,
-            "stdout": stdout.getvalue(), "state": state}
+    return {"cfg": cfg, "model": ckpt.model_from_checkpoint(state, checkpoint, cfg).eval(),
+            "checkpoint": checkpoint, "out": out, "stdout": stdout.getvalue(), "state": state,
+            "video": write_indexed_video(folder / "video.mp4", 24)}
 
 
 def test_the_command_prints_the_verified_logit_difference(exported):
@@ -106,11 +91,12 @@ def test_the_file_alone_holds_class_names_and_preprocessing(exported):
     assert json.loads(props["class_names"]) == CLASSES
     assert (props["num_frames"], props["input_size"], props["test_views"]) == ("4", "32", "2x1")
     assert (props["sampling"], props["frame_interval"]) == ("dense", "3")
+    assert props["backbone_fingerprint"] == state["backbone_fingerprint"]
     assert json.loads(props["mean"]) == pytest.approx(NORMALIZATIONS["clip"][0])
     assert props["aim_video_version"]
 
 
-def test_damaged_missing_and_foreign_files_are_one_line_errors(exported, tmp_path):
+def test_damaged_missing_and_foreign_files_are_one_line_errors(exported, tmp_path, capsys):
     import onnx
 
     truncated = tmp_path / "truncated.onnx"
@@ -132,6 +118,11 @@ def test_damaged_missing_and_foreign_files_are_one_line_errors(exported, tmp_pat
             OnnxClassifier(path)
         assert str(path) in str(err.value) and reason in str(err.value)
         assert "\n" not in str(err.value)
+    status = main(["predict", str(exported["video"]), "--runtime", "onnx", "--model",
+                   str(truncated)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith(f"aim-video predict: error: {truncated}: onnxruntime cannot load")
 
 
 def test_a_failed_verification_fails_the_command_and_writes_nothing(exported, tmp_path,
@@ -147,3 +138,29 @@ def test_a_failed_verification_fails_the_command_and_writes_nothing(exported, tm
     assert len(err) == 1 and err[0].startswith("aim-video export: error:")
     assert "0.25" in err[0] and "limit 0.0001" in err[0]
     assert not out.exists() and not temp_files(tmp_path)
+
+
+def test_predict_on_onnxruntime_gives_the_checkpoints_predictions(exported, capsys):
+    def predict(*args: str) -> list[dict]:
+        status = main(["predict", str(exported["video"]), "--json", "--top-k", "3",
+                       "--workers", "0", *args])
+        assert status == 0
+        return json.loads(capsys.readouterr().out)["videos"]
+
+    [from_file] = predict("--runtime", "onnx", "--model", str(exported["out"]))
+    [from_checkpoint] = predict("--checkpoint", str(exported["checkpoint"]))
+    # The same clips (the file's own sampling, 2 test views) through both runtimes.
+    assert from_file["ok"] and [t["class"] for t in from_file["top"]] == [
+        t["class"] for t in from_checkpoint["top"]]
+    np.testing.assert_allclose([t["prob"] for t in from_file["top"]],
+                               [t["prob"] for t in from_checkpoint["top"]], atol=TOLERANCE)
+
+
+def test_predict_refuses_mixed_runtime_options(exported, capsys):
+    cases = {("--runtime", "onnx"): "--model MODEL.onnx is required",
+             ("--model", str(exported["out"])): "with --runtime onnx",
+             ("--runtime", "onnx", "--model", str(exported["out"]), "--checkpoint",
+              str(exported["checkpoint"])): "--checkpoint is for --runtime torch"}
+    for args, message in cases.items():
+        assert main(["predict", str(exported["video"]), *args]) == 2
+        assert message in capsys.readouterr().err

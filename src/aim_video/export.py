@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,11 +33,14 @@ import torch
 from aim_video import __version__
 from aim_video.data.dataset import NORMALIZATIONS, DataConfig
 from aim_video.engine import checkpoint as ckpt
-from aim_video.engine.config import RunConfig, config_to_dict
+from aim_video.engine.config import RunConfig, TrainConfig, config_to_dict, with_views
 from aim_video.errors import UserError
 from aim_video.files import ensure_writable_dir, write_atomic
 from aim_video.model import AIMViT
 from aim_video.weights import backbone_fingerprint
+
+if TYPE_CHECKING:
+    from aim_video.predictor import Predictor
 
 FORMAT = "aim-video-onnx"
 FORMAT_VERSION = 1
@@ -357,3 +360,29 @@ class OnnxClassifier:
         return (f"OnnxClassifier({str(self.path)!r}, {len(self.class_names)} classes, "
                 f"{self.num_frames}x{self.input_size})")
 
+
+def onnx_predictor(
+    path: str | os.PathLike[str], views: str | None = None, threads: int | None = None
+) -> Predictor:
+    """A `Predictor` (predict, timeline) that runs an exported file on onnxruntime.
+
+    Everything comes from the file: the class names and the test-time data settings. The
+    run config's other sections keep their defaults: the Predictor reads only the evaluation
+    batch sizes and the precision (fp32 here) from them. Features are not available: the graph
+    ends in the logits.
+
+    Args:
+        path: an ONNX file written by `aim-video export`.
+        views: CLIPSxCROPS overriding the file's test views, e.g. "3x1".
+        threads: onnxruntime's intra-op threads; None: its default.
+    """
+    from aim_video.predictor import Predictor  # the predictor imports the data side; lazily
+
+    classifier = OnnxClassifier(path, threads=threads)
+    cfg = with_views(RunConfig(data=classifier.data_config, train=TrainConfig(precision="fp32")),
+                     views)
+
+    def logits(clips: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(classifier(clips))
+
+    return Predictor(logits, cfg, classifier.class_names, device="cpu")

@@ -1,4 +1,4 @@
-"""`aim-video predict`: top-k classes of videos with a trained checkpoint."""
+"""`aim-video predict`: top-k classes of videos with a trained checkpoint (or its ONNX export)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ import json
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
+
+from aim_video.errors import UserError
+
+if TYPE_CHECKING:
+    from aim_video.predictor import Predictor
 
 # Test hook: the process kills itself (SIGKILL, as a crash or an OOM kill would) after this
 # many batches have been written, so a test can resume from a known point.
@@ -39,8 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "line each on stderr; the exit status is 1 when any failed.",
     )
     add_input_arguments(parser)
-    parser.add_argument("--checkpoint", required=True, help="last.pt / best.pt of a run")
+    parser.add_argument("--checkpoint", help="last.pt / best.pt of a run (--runtime torch)")
     parser.add_argument("--pretrained", metavar="PATH", help="backbone weights (if moved)")
+    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                        help="onnx: run a file from aim-video export on onnxruntime (CPU)")
+    parser.add_argument("--model", metavar="MODEL.onnx",
+                        help="the exported file (--runtime onnx); it alone is enough")
     parser.add_argument("--top-k", type=int, default=5, help="classes per video (default 5)")
     parser.add_argument("--out", metavar="RESULTS.jsonl",
                         help="append one JSON object per input (path, ok, top, error)")
@@ -55,10 +65,9 @@ def _kill_point() -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     from aim_video.outputs import JsonlResults
-    from aim_video.predictor import Predictor, collect_inputs
+    from aim_video.predictor import collect_inputs
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, pretrained=args.pretrained,
-                                          device=args.device, views=args.views)
+    predictor = _predictor(args)
     frames = predictor.cfg.data.backend == "frames"
     videos = collect_inputs(args.inputs, root=args.root, frame_folders=frames)
     results = JsonlResults(args.out) if args.out else None
@@ -102,6 +111,30 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(printed)} videos unreadable", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _predictor(args: argparse.Namespace) -> Predictor:
+    """A checkpoint on torch, or an exported file on onnxruntime (--runtime onnx --model)."""
+    from aim_video.predictor import Predictor
+
+    if args.runtime == "torch":
+        if args.model is not None:
+            raise UserError("--model names an exported file, which runs with --runtime onnx")
+        if args.checkpoint is None:
+            raise UserError("--checkpoint is required (or --runtime onnx --model MODEL.onnx)")
+        return Predictor.from_checkpoint(args.checkpoint, pretrained=args.pretrained,
+                                         device=args.device, views=args.views)
+    from aim_video.export import onnx_predictor
+
+    for option, value in (("--checkpoint", args.checkpoint), ("--pretrained", args.pretrained)):
+        if value is not None:
+            raise UserError(f"{option} is for --runtime torch; --runtime onnx takes --model "
+                            "(the exported file holds the weights)")
+    if args.model is None:
+        raise UserError("--model MODEL.onnx is required with --runtime onnx")
+    if args.device not in ("auto", "cpu"):
+        raise UserError(f"--device {args.device}: --runtime onnx runs on the CPU")
+    return onnx_predictor(args.model, views=args.views)
 
 
 def _print(predictions: list, as_json: bool) -> None:
