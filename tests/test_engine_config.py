@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
+from aim_video.cli import main
 from aim_video.engine.config import (
     ConfigError,
     config_from_dict,
@@ -12,8 +15,10 @@ from aim_video.engine.config import (
     load_config,
     preset_names,
     save_config,
+    with_absolute_paths,
     with_views,
 )
+from aim_video.engine.distributed import resolve_device
 from aim_video.model import AIMViT
 from aim_video.model.vit import Recompute
 
@@ -123,3 +128,47 @@ def test_with_views_changes_only_the_test_views():
     assert (cfg.data.test_clips, cfg.data.test_crops) == (3, 1)
     with pytest.raises(ConfigError, match="not of the form CLIPSxCROPS"):
         with_views(cfg, "3by1")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.device=tpu", "train.device: 'tpu' is not a supported device; accepted: auto, cpu, "
+                         "cuda, cuda:N (N: a GPU index), mps"),
+    ("optim.epochs=0", "optim.epochs must be >= 1, got 0"),
+    ("optim.epochs=-2", "optim.epochs must be >= 1, got -2"),
+])
+def test_a_device_or_epoch_count_that_cannot_run_is_refused_in_one_line(override, message,
+                                                                         capsys):
+    with pytest.raises(ConfigError) as err:
+        load_config("synthetic_cpu", [override])
+    assert str(err.value) == message
+    assert main(["train", "--config", "synthetic_cpu", "--set", override]) == 2
+    assert capsys.readouterr().err == f"aim-video train: error: {message}\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_device_this_machine_lacks_is_named():
+    with pytest.raises(ConfigError, match=r"train\.device: 'cuda:1' needs CUDA GPU 1, but torch "
+                                          r"sees 0 CUDA GPU\(s\) here; use auto or cpu"):
+        resolve_device("cuda:1", key="train.device")
+
+
+def test_a_run_stores_its_paths_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("synthetic_cpu", ["data.train=lists/train.txt", "data.val=val.txt",
+                                        "model.pretrained=~/clip.pt", "train.out_dir=runs/a"])
+    absolute = with_absolute_paths(cfg)
+    assert absolute.data.train == str(tmp_path / "lists" / "train.txt")
+    assert absolute.data.val == str(tmp_path / "val.txt") and absolute.data.test is None
+    # Relative video paths were read from the working folder: it becomes the root.
+    assert absolute.data.root == str(tmp_path)
+    assert absolute.model.pretrained == os.path.expanduser("~/clip.pt")
+    assert absolute.train.out_dir == str(tmp_path / "runs" / "a")
+    assert with_absolute_paths(absolute) == absolute
+
+
+def test_the_saved_config_is_written_atomically(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("old")
+    save_config(load_config("synthetic_cpu"), path)
+    assert load_config(path) == load_config("synthetic_cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]

@@ -13,6 +13,8 @@ a checkpoint alone says how it was trained.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,7 +26,8 @@ import yaml
 
 from aim_video.data.dataset import DataConfig
 from aim_video.errors import UserError
-from aim_video.model import AIMConfig, ViTConfig, get_variant
+from aim_video.files import write_text_atomic
+from aim_video.model import AIMConfig, ViTConfig, get_arch
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 RecomputePolicy = Literal["nothing", "mlp", "attention_mlp", "blocks"]  # aim_video.model Recompute
@@ -43,7 +46,7 @@ class ModelConfig:
     `data.num_frames` and gradient checkpointing from `train.grad_checkpointing`.
     """
 
-    arch: str = "ViT-B/16"  # backbone variant, a key of aim_video.model.VARIANTS
+    arch: str = "ViT-B/16"  # backbone, a key of aim_video.model.ARCHS
     width: int | None = None  # override the variant's token width (tiny test models)
     layers: int | None = None  # override the number of blocks
     heads: int | None = None  # override the attention heads
@@ -70,7 +73,7 @@ class ModelConfig:
 
     def vit_config(self) -> ViTConfig:
         """The backbone architecture: the named variant with any explicit overrides."""
-        base = get_variant(self.arch)
+        base = get_arch(self.arch)
         sizes = {
             name: getattr(self, name)
             for name in ("width", "layers", "heads", "patch_size", "image_size")
@@ -363,8 +366,44 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    """Writes the resolved config as YAML (loadable again with `load_config(path)`)."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Writes the resolved config as YAML (loadable again with `load_config(path)`), atomically."""
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+# The settings that name files or folders: stored absolute, so that a run works from any folder.
+PATH_KEYS = ("data.root", "data.train", "data.val", "data.test", "data.class_names",
+             "model.pretrained", "train.out_dir")
+
+
+def _get(cfg: RunConfig, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def with_paths(cfg: RunConfig, paths: dict[str, str]) -> RunConfig:
+    """A copy with the `section.key -> path` settings of `paths` replaced."""
+    sections: dict[str, dict[str, str]] = {}
+    for key, value in paths.items():
+        section, name = key.split(".")
+        sections.setdefault(section, {})[name] = value
+    return dataclasses.replace(cfg, **{
+        section: dataclasses.replace(getattr(cfg, section), **values)
+        for section, values in sections.items()
+    })
+
+
+def with_absolute_paths(cfg: RunConfig) -> RunConfig:
+    """A copy whose file and folder settings (`PATH_KEYS`) are absolute paths.
+
+    Without `data.root`, relative video paths are read from the working folder, so that folder
+    becomes the root: the saved config then means the same from anywhere. Class names given as
+    a list and unset paths stay as they are.
+    """
+    paths = {key: os.path.abspath(os.path.expanduser(value)) for key in PATH_KEYS
+             if isinstance(value := _get(cfg, key), str)}
+    if cfg.data.root is None:
+        paths["data.root"] = os.getcwd()
+    return with_paths(cfg, paths)
 
 
 def validate(cfg: RunConfig) -> None:
@@ -375,6 +414,9 @@ def validate(cfg: RunConfig) -> None:
             f"model image size {vit.image_size} (arch {cfg.model.arch}) differs from "
             f"data.input_size {cfg.data.input_size}; set model.image_size or data.input_size"
         )
+    if cfg.optim.epochs < 1:
+        raise ConfigError(f"optim.epochs must be >= 1, got {cfg.optim.epochs}")
+    check_device_name(cfg.train.device, "train.device")
     if cfg.optim.accum_steps < 1 or cfg.optim.batch_size < 1:
         raise ConfigError("optim.accum_steps and optim.batch_size must be >= 1")
     if cfg.train.cpu_threads is not None and cfg.train.cpu_threads < 1:
@@ -384,6 +426,17 @@ def validate(cfg: RunConfig) -> None:
     unknown = [s for s in cfg.eval.splits if s not in ("train", "val", "test")]
     if unknown:
         raise ConfigError(f"eval.splits: {unknown[0]!r} is not one of train, val, test")
+
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N (N: a GPU index), mps"
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+def check_device_name(name: str, key: str = "device") -> None:
+    """Refuses a device name that training and evaluation cannot run on (`key` names the
+    setting in the message)."""
+    if not isinstance(name, str) or not _DEVICE_NAME.fullmatch(name):
+        raise ConfigError(f"{key}: {name!r} is not a supported device; accepted: {DEVICE_CHOICES}")
 
 
 def parse_views(text: str) -> tuple[int, int]:
@@ -405,7 +458,7 @@ def with_views(cfg: RunConfig, views: str | tuple[int, int] | None) -> RunConfig
 
 __all__ = [
     "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "OptimConfig",
-    "RunConfig", "TrainConfig", "apply_overrides", "config_from_dict", "config_to_dict",
-    "load_config", "parse_views", "preset_names", "read_config_dict", "save_config",
-    "with_views",
+    "RunConfig", "TrainConfig", "apply_overrides", "check_device_name", "config_from_dict",
+    "config_to_dict", "load_config", "parse_views", "preset_names", "read_config_dict",
+    "save_config", "with_absolute_paths", "with_paths", "with_views",
 ]

@@ -9,7 +9,10 @@ NCCL is used on GPUs and gloo on CPUs. Only rank 0 writes files and logs.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +22,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from aim_video.data.pool import usable_cpus
+from aim_video.engine.config import ConfigError, check_device_name
 
 
 @dataclass(frozen=True)
@@ -39,13 +43,26 @@ class DistEnv:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` -> this process's CUDA GPU if there is one, else the CPU."""
+def resolve_device(name: str, local_rank: int = 0, key: str = "device") -> torch.device:
+    """`auto` -> this process's CUDA GPU if there is one, else the CPU.
+
+    Raises:
+        ConfigError: `name` is not one of `DEVICE_CHOICES`, or names a device this machine
+            lacks (`key` names the setting in the message).
+    """
+    check_device_name(name, key)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        if device.index >= count:
+            raise ConfigError(f"{key}: {name!r} needs CUDA GPU {device.index}, but torch sees "
+                              f"{count} CUDA GPU(s) here; use auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}: 'mps' needs an Apple GPU that torch can use; use auto or cpu")
     return device
 
 
@@ -93,6 +110,36 @@ def compute_threads(device: torch.device, data_workers: int,
         torch.set_num_threads(previous)
 
 
+def loader_worker_init(worker_id: int, parent: int) -> None:
+    """A DataLoader `worker_init_fn` (bind `parent=os.getpid()` with functools.partial): the
+    worker dies with the process that started it, without a traceback.
+
+    A worker hands each batch's shared memory to the main process over a socket (a thread of
+    the worker's, from multiprocessing's resource sharer). When the main process is killed in
+    the middle of that exchange (likely on a GPU, where the pin-memory thread receives batches
+    all the time), that thread prints a `ConnectionResetError` traceback into the run's log,
+    and the orphaned worker lives on for seconds. Here such connection errors are not printed
+    (the receiving side reports its own), and on Linux the kernel kills the worker when its
+    parent thread ends (loaders are iterated from the thread that lives as long as the run).
+    """
+    del worker_id
+    hook = sys.excepthook
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if not issubclass(kind, (ConnectionError, EOFError)):
+            hook(kind, value, tb)
+
+    sys.excepthook = excepthook
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def init_distributed(device: str = "auto") -> DistEnv:
     """Joins the torchrun job described by the environment (or a job of one).
 
@@ -104,7 +151,7 @@ def init_distributed(device: str = "auto") -> DistEnv:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and device not in ("auto", "cpu", "cuda"):
         device = "cuda"  # one GPU per process, chosen by LOCAL_RANK
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank, key="train.device")
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
