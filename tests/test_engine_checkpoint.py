@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import random
@@ -19,16 +20,22 @@ from test_engine_support import (  # noqa: F401 (fixtures)
     write_backbone,
 )
 
+from aim_video.cli import main
 from aim_video.engine.checkpoint import (
+    checkpoint_config,
     load_checkpoint,
+    model_from_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from aim_video.engine.evaluate import evaluate_checkpoint
 from aim_video.engine.train import train
+from aim_video.errors import UserError
 from aim_video.files import remove_temp_files, temp_files, write_atomic
 from aim_video.weights import CheckpointError
+
+train_module = importlib.import_module("aim_video.engine.train")  # `train` is also the function
 
 FAST = {"train__plots": False, "eval__splits": [], "train__max_steps": 1}
 
@@ -131,3 +138,53 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_a_moved_run_folder_finds_its_data_and_backbone_relative_to_the_checkpoint(
+        synthetic, tmp_path, caplog):
+    project = tmp_path / "project"
+    shutil.copytree(synthetic, project / "data")
+    (project / "weights").mkdir()
+    write_backbone(project / "weights" / "clip.pt", seed=123)
+    cfg = tiny_config(project / "data", project / "runs" / "a", project / "weights" / "clip.pt",
+                      **FAST)
+    with caplog.at_level("INFO", logger="aim_video.engine.checkpoint"):
+        train(cfg, progress=False)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("backbone"))
+    assert line.count("clip.pt") == 1  # the path once, not "loaded from X: ... from X"
+
+    moved = tmp_path / "elsewhere" / "project"
+    moved.parent.mkdir()
+    (project).rename(moved)
+    checkpoint = moved / "runs" / "a" / "last.pt"
+    state = load_checkpoint(checkpoint)
+    assert state["config"]["data"]["train"] == str(project / "data" / "train.txt")  # absolute
+    cfg = checkpoint_config(state, checkpoint)
+    assert cfg.data.train == str(moved / "data" / "train.txt")
+    assert cfg.data.root == str(moved / "data")
+    assert cfg.model.pretrained == str(moved / "weights" / "clip.pt")
+    assert cfg.train.out_dir == str(moved / "runs" / "a")
+    model_from_checkpoint(state, checkpoint, cfg)  # the backbone's fingerprint matches
+    # A path given as an override is taken as it is.
+    assert checkpoint_config(state, checkpoint, ["data.val=v.txt"]).data.val == "v.txt"
+
+    (moved / "weights" / "clip.pt").unlink()
+    cfg = checkpoint_config(state, checkpoint)
+    with pytest.raises(CheckpointError, match=rf"^{project / 'weights' / 'clip.pt'}: no such "
+                                              r"backbone weights file \(model\.pretrained\)"):
+        model_from_checkpoint(state, checkpoint, cfg)
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(
+        synthetic, backbone, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_module, "Trainer", None)  # building anything would fail
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    out = blocker / "run"
+    with pytest.raises(UserError, match=rf"^cannot write to the output folder {out}: "):
+        train(tiny_config(synthetic, out, backbone, **FAST), progress=False)
+    assert main(["train", "--config", "synthetic_cpu", "--out", str(out),
+                 "--set", f"data.train={synthetic / 'train.txt'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"aim-video train: error: cannot write to the output folder {out}: ")
+    assert len(err.splitlines()) == 1

@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from aim_video.engine.config import ConfigError, ModelConfig, RunConfig, config_from_dict
+from aim_video.engine.config import (
+    PATH_KEYS,
+    ConfigError,
+    ModelConfig,
+    RunConfig,
+    config_from_dict,
+    parse_override,
+    with_paths,
+)
 from aim_video.errors import UserError
 from aim_video.files import write_atomic
 from aim_video.model import AIMViT
@@ -140,8 +148,33 @@ def checkpoint_config(
 
     The one place that turns a checkpoint's stored config back into a `RunConfig`: evaluation,
     prediction and export all start here.
+
+    Training stores its paths (`PATH_KEYS`) absolute, and the run folder (`train.out_dir`) with
+    them. When the run folder has been moved or copied together with its data and backbone
+    weights, a stored path that no longer exists is looked for at the same place relative to
+    the checkpoint's folder as it was to the run folder; paths given in `overrides` are taken
+    as they are.
     """
-    return config_from_dict(state["config"], list(overrides))
+    cfg = config_from_dict(state["config"], list(overrides))
+    given = {".".join(parse_override(text)[:2]) for text in overrides}
+    then = state["config"].get("train", {}).get("out_dir")
+    if not isinstance(then, str) or not os.path.isabs(then):
+        return cfg  # saved before paths were stored absolute: nothing to relocate from
+    now = os.path.dirname(os.path.abspath(path))
+    moved = {}
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if key in given or not isinstance(value, str) or not os.path.isabs(value):
+            continue
+        if os.path.exists(value):
+            continue
+        candidate = os.path.normpath(os.path.join(now, os.path.relpath(value, then)))
+        if os.path.exists(candidate):
+            moved[key] = candidate
+            log.info("%s: %s is not at %s; using %s (the same place relative to the checkpoint)",
+                     path, key, value, candidate)
+    return with_paths(cfg, moved) if moved else cfg
 
 
 # ------------------------------------------------------------------------------------ model
@@ -170,10 +203,15 @@ def load_backbone(model: AIMViT, cfg: ModelConfig, *, training: bool) -> None:
         RandomBackboneError: training, backbone frozen, nothing loaded, and not allowed.
     """
     if cfg.pretrained:
+        if not Path(cfg.pretrained).exists():
+            raise CheckpointError(
+                f"{cfg.pretrained}: no such backbone weights file (model.pretrained); give the "
+                "image backbone's weights with --pretrained PATH"
+            )
         report = load_pretrained(
             model, cfg.pretrained, format=cfg.pretrained_format, trust=cfg.trust_checkpoint
         )
-        log.info("backbone loaded from %s: %s", cfg.pretrained, report)
+        log.info("backbone: %s", report)  # the report names the file
         return
     if training and not model.cfg.full_finetune and not cfg.allow_random_backbone:
         raise RandomBackboneError(
