@@ -6,7 +6,9 @@ validating and checkpointing as configured. With `data.device_augment` (by defau
 GPU) the loader ships uint8 crops and the flip, colour jitter, normalisation and erasing run on
 the device (`DeviceAugment`), drawing what the loader would have. Everything random is seeded,
 and a checkpoint stores the position inside the epoch and every process's RNG state, so a run
-that is stopped and resumed ends with the same weights as one that ran straight through.
+that is stopped and resumed ends with the same weights as one that ran straight through. Every
+file is written atomically; after a kill (at any moment: `tests/test_faults.py`), `--resume auto`
+repairs what the kill left: best.pt, a torn last line of metrics.jsonl, temporary files.
 
 The run folder (`train.out_dir`) receives `config.yaml`, `last.pt`, `best.pt`, `metrics.jsonl`,
 `bad_files.json`, `curves.png`, TensorBoard events (`tb/`, when installed) and, after the
@@ -17,10 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
+import os
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +41,13 @@ from tqdm import tqdm
 
 from aim_video.data.dataset import DeviceAugment, build_dataset, collate
 from aim_video.engine import checkpoint as ckpt
-from aim_video.engine.config import RunConfig, config_to_dict, save_config, with_views
+from aim_video.engine.config import (
+    RunConfig,
+    config_to_dict,
+    save_config,
+    with_absolute_paths,
+    with_views,
+)
 from aim_video.engine.distributed import (
     DistEnv,
     EpochSampler,
@@ -47,10 +58,18 @@ from aim_video.engine.distributed import (
     cleanup,
     compute_threads,
     init_distributed,
+    loader_worker_init,
 )
 from aim_video.engine.evaluate import EvalResult, evaluate_model
 from aim_video.engine.optim import build_optimizer, build_scheduler, head_lr
 from aim_video.engine.plots import plot_curves
+from aim_video.files import (
+    ensure_writable_dir,
+    remove_temp_files,
+    write_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from aim_video.model import AIMViT
 from aim_video.weights import CheckpointError, backbone_fingerprint
 
@@ -127,6 +146,7 @@ class _Progress:
     global_step: int = 0  # optimiser steps done in total
     history: list[dict[str, Any]] = field(default_factory=list)
     best_top1: float | None = None  # best validation top-1 so far
+    best_epoch: int | None = None  # the epoch (from 1) of best_top1, whose checkpoint is best.pt
     bad_files: dict[str, str] = field(default_factory=dict)  # path -> reason (all processes)
 
 
@@ -197,6 +217,7 @@ class Trainer:
             collate_fn=collate,
             pin_memory=self.env.device.type == "cuda",
             persistent_workers=workers > 0,
+            worker_init_fn=functools.partial(loader_worker_init, parent=os.getpid()),
             # The loader's own generator: creating an iterator must not draw from the global
             # RNG, whose state a resumed run restores from the checkpoint.
             generator=torch.Generator().manual_seed(self.cfg.train.seed),
@@ -236,7 +257,8 @@ class Trainer:
         self.state = _Progress(
             epoch=state["epoch"], step_in_epoch=state["step_in_epoch"],
             global_step=state["global_step"], history=list(state["history"]),
-            best_top1=state["best_top1"], bad_files=dict(state["bad_files"]),
+            best_top1=state["best_top1"], best_epoch=state.get("best_epoch"),
+            bad_files=dict(state["bad_files"]),
         )
         per_process = state["processes"]
         if len(per_process) == self.env.world_size:
@@ -247,14 +269,50 @@ class Trainer:
             log.warning("%s was written by %d processes, this run has %d: RNG states are not "
                         "restored, so the rest of the run is not bit-identical", path,
                         len(per_process), self.env.world_size)
-        if self.state.step_in_epoch >= self.steps_per_epoch:
+        if self.env.is_main:
+            self._restore_epoch_end_copies(path)
+        if self.state.step_in_epoch >= self.steps_per_epoch and self._epoch_ended():
             # Saved at the end of an epoch (after validation): the next one starts afresh.
+            # Saved after the epoch's last step but before its end, the loop runs the end only.
             self.state.epoch += 1
             self.state.step_in_epoch = 0
             self.sums = _EpochSums()
         if self.env.is_main:
             log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch + 1,
                      self.state.global_step)
+
+    def _epoch_ended(self) -> bool:
+        """Whether the current epoch's end (validation, history entry) is recorded."""
+        return any(entry["epoch"] == self.state.epoch + 1 for entry in self.state.history)
+
+    def _restore_epoch_end_copies(self, path: Path) -> None:
+        """Rewrites best.pt (and epoch_N.pt) when a kill came between them and last.pt.
+
+        An epoch's end writes last.pt first, then best.pt and epoch_N.pt: copies of the same
+        state. A kill in between leaves last.pt naming itself as the best epoch while best.pt
+        is missing or an earlier epoch's. Every later write of last.pt comes after these copies
+        or after this repair, so a best.pt that differs from the epoch last.pt names as best
+        can only be this case, and `path` is then the right content.
+        """
+        best_epoch = self.state.best_epoch
+        ended_here = self.state.step_in_epoch >= self.steps_per_epoch and self._epoch_ended()
+        copies = []
+        if best_epoch is not None:
+            step = next(h["step"] for h in self.state.history if h["epoch"] == best_epoch)
+            if _checkpoint_step(self.out_dir / ckpt.BEST) != step:
+                if ended_here and best_epoch == self.state.epoch + 1:
+                    copies.append(self.out_dir / ckpt.BEST)
+                else:
+                    log.warning("%s is not the checkpoint of epoch %d, which %s names as the "
+                                "best, and cannot be rebuilt from it", self.out_dir / ckpt.BEST,
+                                best_epoch, path)
+        epoch_file = self.out_dir / f"epoch_{self.state.epoch + 1}.pt"
+        if self.cfg.train.keep_epoch_checkpoints and ended_here and not epoch_file.is_file():
+            copies.append(epoch_file)
+        for copy in copies:
+            if copy.resolve() != path.resolve():
+                write_atomic(copy, lambda temp: shutil.copyfile(path, temp))
+                log.info("rewrote %s from %s (the run was stopped before writing it)", copy, path)
 
     def _warn_config_changes(self, saved: dict[str, Any], path: Path) -> None:
         now = config_to_dict(self.cfg)
@@ -292,8 +350,8 @@ class Trainer:
         self._last_save_time = time.monotonic()
 
     def _write_bad_files(self) -> None:
-        path = self.out_dir / "bad_files.json"
-        path.write_text(json.dumps(dict(sorted(self.state.bad_files.items())), indent=1) + "\n")
+        bad = dict(sorted(self.state.bad_files.items()))
+        write_json_atomic(self.out_dir / "bad_files.json", bad)
 
     # ------------------------------------------------------------------ logging
     def _open_logs(self) -> None:
@@ -302,9 +360,21 @@ class Trainer:
         metrics = self.out_dir / "metrics.jsonl"
         if metrics.is_file():
             # Drop lines logged after the checkpoint we resume from: they will be logged again.
-            kept = [line for line in metrics.read_text().splitlines()
-                    if line and json.loads(line).get("step", 0) <= self.state.global_step]
-            metrics.write_text("".join(f"{line}\n" for line in kept))
+            # A line cut short (a kill or power loss mid-append) cannot be read: drop it too.
+            kept, torn = [], 0
+            for line in metrics.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line) if line.strip() else {}
+                except ValueError:
+                    record = None
+                if not isinstance(record, dict):
+                    torn += 1
+                elif record and record.get("step", 0) <= self.state.global_step:
+                    kept.append(line)
+            if torn:
+                log.warning("%s: dropped %d unreadable line(s), cut short by an interrupted "
+                            "write", metrics, torn)
+            write_text_atomic(metrics, "".join(f"{line}\n" for line in kept))
         if self.cfg.train.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -459,6 +529,7 @@ class Trainer:
                       "val_mean_class_accuracy": result.mean_class_accuracy}
             if self.state.best_top1 is None or result.top1 > self.state.best_top1:
                 self.state.best_top1 = result.top1
+                self.state.best_epoch = epoch
                 improved = True
         self.state.history.append(entry)
         self._log("epoch", {k: v for k, v in entry.items() if k not in ("epoch", "step")})
@@ -479,6 +550,10 @@ class Trainer:
     def run(self, resume: Path | None) -> TrainResult:
         if self.env.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            removed = remove_temp_files(self.out_dir)  # what killed writes of this run left
+            if removed:
+                log.info("removed %d temporary file(s) of an interrupted write from %s: %s",
+                         len(removed), self.out_dir, ", ".join(p.name for p in removed))
             save_config(self.cfg, self.out_dir / "config.yaml")
         if resume is not None:
             self.resume(resume)
@@ -533,6 +608,14 @@ class Trainer:
         return metrics
 
 
+def _checkpoint_step(path: Path) -> int | None:
+    """The global step a checkpoint was saved at; None when it is missing or unreadable."""
+    try:
+        return ckpt.load_checkpoint(path)["global_step"]
+    except CheckpointError:
+        return None
+
+
 def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
     """Trains (or resumes) a run described by `cfg`, writing into `cfg.train.out_dir`.
 
@@ -544,14 +627,21 @@ def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = Tru
         resume: None (fresh start), `"auto"` (`out_dir/last.pt` when present) or a checkpoint.
         progress: show a tqdm progress bar (rank 0 only).
 
+    The run's paths are stored absolute (`with_absolute_paths`), so that its config and
+    checkpoints work from any folder.
+
     Raises:
         RandomBackboneError: the backbone is frozen, random and not explicitly allowed.
         CheckpointError: the resume checkpoint is unreadable or its backbone differs.
         FileExistsError: `out_dir` holds a run already and `resume` is None.
+        UserError: `out_dir` cannot be created or written (checked before any other work).
     """
+    cfg = with_absolute_paths(cfg)
     joined_before = dist.is_initialized()
     env = init_distributed(cfg.train.device)
     try:
+        if env.is_main:
+            ensure_writable_dir(cfg.train.out_dir)
         resume_path = ckpt.find_resume(resume, cfg.train.out_dir)
         if resume_path is None and (Path(cfg.train.out_dir) / ckpt.LAST).is_file():
             raise FileExistsError(
