@@ -137,7 +137,9 @@ class Chromium:
         return value
 
     def open(self, url: str, ready: str = "document.body && document.body.dataset.ready") -> Any:
-        """Navigates to `url` and waits until `ready` is truthy; returns its value."""
+        """Navigates to `url` and waits until `ready` is truthy in the new document; returns
+        its value."""
+        self.evaluate("document.body && delete document.body.dataset.ready")  # not the old one's
         self.send("Page.navigate", {"url": url}, session=True)
         return self.wait_for(ready)
 

@@ -66,6 +66,14 @@ def _videos(folder: Path, classes: list[str]) -> list[list[Any]]:
     number = {name: i for i, name in reversed(list(enumerate(classes)))}
     thumbs = folder / THUMBS
     have = {p.stem for p in thumbs.glob("*.jpg")} if thumbs.is_dir() else set()
+    folders: dict[str, str] = {}  # a video's folder -> its URL (videos share a few folders)
+
+    def url(path: str) -> str:
+        parent, name = os.path.split(path)
+        if parent not in folders:
+            folders[parent] = relative_url(parent or ".", folder)
+        return f"{folders[parent]}/{quote(name)}"
+
     rows = []
     with open(folder / "predictions.jsonl", encoding="utf-8") as f:
         for line in f:
@@ -73,7 +81,7 @@ def _videos(folder: Path, classes: list[str]) -> list[list[Any]]:
             top = p["top"] if p["ok"] else []
             rows.append([p["index"], number[p["label"]], [number[t["class"]] for t in top],
                          [round(t["prob"], PROB_DIGITS) for t in top],
-                         relative_url(p["path"], folder), int(str(p["index"]) in have),
+                         url(p["path"]), int(str(p["index"]) in have),
                          p.get("reason")])
     return rows
 
