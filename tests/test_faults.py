@@ -70,6 +70,7 @@ def test_a_loader_worker_dies_quietly_with_a_parent_killed_while_receiving_a_bat
     assert "Traceback" not in log and "ConnectionResetError" not in log, log
 
 
+@pytest.mark.slow  # about 30 s of CPU: 7 pieces of a 2-epoch run and their workers
 def test_a_run_killed_at_chosen_moments_ends_as_one_never_interrupted(pieces, tmp_path):
     status, log = pieces.run(tmp_path / "straight", "never")
     assert status == 0, log
