@@ -13,6 +13,7 @@ from test_engine_support import backbone, one_thread, synthetic, tiny_config  # 
 
 from aim_video import __version__
 from aim_video.cli import build_parser, main
+from aim_video.files import temp_files
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +120,7 @@ def test_eval_any_split_with_timed_reports(checkpoint, tmp_path, capsys):
     written = json.loads((out / "metrics.json").read_text())
     assert written["seconds"] > 0 and written["top1"] == printed["top1"]
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 8
-    assert not list(out.glob("*.partial"))
+    assert not temp_files(out)  # no write left half-done
 
     assert main(["eval", "--checkpoint", str(checkpoint), "--no-progress"]) == 0
     assert "no --out given" in capsys.readouterr().err
