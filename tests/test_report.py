@@ -225,3 +225,23 @@ def test_ablation_page_opens_a_variants_report(browser, tmp_path):
     browser.wait_for("!!document.getElementById('top1')")
     assert browser.evaluate("location.pathname").endswith("/runs/quick/aim/eval_val/report.html")
     assert browser.errors == []
+
+
+def test_timeline_page_lists_segments_and_windows(browser, tmp_path):
+    from aim_video.outputs import write_timeline
+    from aim_video.predictor import Timeline
+
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]], np.float32)
+    starts = np.arange(5, dtype=np.float64)
+    timeline = Timeline(str(tmp_path / "long video.mp4"), ["walk", "run"], starts, starts + 2,
+                        probs, fps=25.0)
+    write_timeline(timeline, tmp_path / "tl", threshold=0.5, plot=False)
+    assert main(["report", str(tmp_path / "tl")]) == 0
+    data = page_data(tmp_path / "tl" / "report.html")
+    assert data["kind"] == "timeline" and data["video"] == "../long%20video.mp4"
+    load(browser, tmp_path / "tl" / "report.html")
+    rows = browser.evaluate("[...document.querySelectorAll('#segments tbody tr')]"
+                            ".map(r => [r.children[0].textContent, +r.children[1].textContent])")
+    assert rows == [["walk", 0.0], ["run", 2.0], ["walk", 4.0]]
+    assert browser.evaluate("document.querySelectorAll('#windows tbody tr').length") == 5
+    assert browser.errors == []

@@ -1,4 +1,8 @@
-"""Builds ``report.html``: the page's data as one JSON blob inside the one template."""
+"""Builds ``report.html``: the page's data as one JSON blob inside the one template.
+
+One page per kind of folder: an evaluation (`build_eval_report`), a timeline of one long video
+(`build_timeline_report`), and the demo's ablation (`aim_video.demo.write_ablation_page`).
+"""
 
 from __future__ import annotations
 
@@ -104,6 +108,36 @@ def eval_page_data(folder: Path) -> tuple[str, dict[str, Any]]:
     }
 
 
+def build_timeline_report(folder: str | Path) -> Path:
+    """Writes ``folder/report.html`` from an `aim-video timeline` folder (``timeline.json``,
+    ``segments.json``, ``timeline.png``): the video, its segments and windows, each a link
+    that plays the video from there; returns its path."""
+    folder = Path(folder)
+    timeline = read_json(folder / "timeline.json")
+    if not isinstance(timeline, dict) or "windows" not in timeline:
+        raise ReportError(f"{folder / 'timeline.json'} is missing or not a timeline")
+    segments = read_json(folder / "segments.json") or {"threshold": None, "segments": []}
+    title = f"aim-video timeline: {Path(timeline['video']).name}"
+    return write_page(folder / REPORT, "timeline", title, {
+        "video": relative_url(timeline["video"], folder), "fps": timeline["fps"],
+        "note": timeline.get("note"), "windows": timeline["windows"],
+        "threshold": segments["threshold"], "segments": segments["segments"],
+        "figure": "timeline.png" if (folder / "timeline.png").is_file() else None,
+    })
+
+
+def build_report(folder: str | Path) -> Path:
+    """``report.html`` for an evaluation folder or a timeline folder, whichever `folder` is.
+
+    Raises:
+        ReportError: `folder` is neither.
+    """
+    folder = Path(folder)
+    if (folder / "timeline.json").is_file() and not (folder / "metrics.json").is_file():
+        return build_timeline_report(folder)
+    return build_eval_report(folder)
+
+
 def build_eval_report(folder: str | Path) -> Path:
     """Writes ``folder/report.html`` from an evaluation folder; returns its path.
 
@@ -115,6 +149,7 @@ def build_eval_report(folder: str | Path) -> Path:
                if not (folder / n).is_file()]
     if missing:
         raise ReportError(f"{folder} is not an evaluation folder (no {', '.join(missing)}): "
-                          "give the --out folder of `aim-video eval`, or the demo's folder")
+                          "give the --out folder of `aim-video eval` or `aim-video timeline`, "
+                          "or the demo's folder")
     title, data = eval_page_data(folder)
     return write_page(folder / REPORT, "eval", f"aim-video evaluation: {title}", data)
