@@ -65,13 +65,16 @@ def write_indexed_video(path: Path, num_frames: int, fps: int = 8, size: int = 3
 
 def write_checkpoint(path: Path, *, classes: int = 3, sampling: str = "dense",
                      num_frames: int = 4, interval: int = 2, views: str = "1x1",
-                     seed: int = 0) -> Path:
-    """A tiny trained-looking checkpoint (random frozen backbone, random trainable weights)."""
+                     seed: int = 0, width: int = 64, layers: int = 2, heads: int = 2,
+                     patch_size: int = 8, size: int = 32) -> Path:
+    """A trained-looking checkpoint (random frozen backbone, random trainable weights); tiny
+    by default."""
     clips, crops = views.split("x")
     cfg = load_config("synthetic_cpu", [
-        "model.width=64", "model.layers=2", "model.heads=2", "model.patch_size=8",
-        "model.image_size=32", "model.allow_random_backbone=true", "data.input_size=32",
-        "data.short_side=32", f"data.num_frames={num_frames}", f"data.sampling={sampling}",
+        f"model.width={width}", f"model.layers={layers}", f"model.heads={heads}",
+        f"model.patch_size={patch_size}", f"model.image_size={size}",
+        "model.allow_random_backbone=true", f"data.input_size={size}",
+        f"data.short_side={size}", f"data.num_frames={num_frames}", f"data.sampling={sampling}",
         f"data.frame_interval={interval}", f"data.test_clips={clips}", f"data.test_crops={crops}",
         "data.num_workers=0", "eval.batch_size=2", f"train.seed={seed}",
     ])
