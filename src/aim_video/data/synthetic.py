@@ -43,12 +43,14 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 from tqdm import tqdm
 
 from aim_video.data.pool import process_pool, usable_cpus
@@ -686,13 +688,25 @@ def write_video(path: Path, frames: np.ndarray, fps: int = FPS, crf: int = CRF) 
     if h % 2 or w % 2:
         raise ValueError(f"{path}: yuv420p needs even frame sides, got {w}x{h}")
     def encode(temp: Path) -> None:
+        converter = VideoReformatter()
         with av.open(str(temp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            # One encoder thread: the data set is parallel over processes already.
-            stream.options = {"crf": str(crf), "preset": "fast", "threads": "1"}
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            codec = stream.codec_context
+            codec.width, codec.height, codec.pix_fmt = w, h, "yuv420p"
+            # Every thread setting pinned to one, before the codec opens: x264's output depends
+            # on its thread counts, and PyAV's default (0) means one per CPU. The set is
+            # parallel over processes instead, so a seed gives the same bytes for any pool.
+            codec.thread_count, codec.thread_type = 1, "NONE"
+            stream.options = {"crf": str(crf), "preset": "fast", "threads": "1",
+                              "x264-params": "lookahead-threads=1:sliced-threads=0"}
+            for index, rgb in enumerate(frames):
+                # RGB -> YUV here, by one swscale thread; encode() would convert with the
+                # codec's thread count.
+                frame = converter.reformat(
+                    av.VideoFrame.from_ndarray(rgb, format="rgb24"), format="yuv420p", threads=1
+                )
+                frame.pts, frame.time_base = index, Fraction(1, fps)
+                container.mux(stream.encode(frame))
             container.mux(stream.encode())  # flush the encoder's delayed frames
 
     write_atomic(path, encode)
