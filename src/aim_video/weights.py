@@ -901,8 +901,13 @@ def backbone_fingerprint(model: nn.Module) -> str:
     Returns:
         The first 16 hex digits of a SHA-256.
     """
+    return tensors_fingerprint(dict(model.named_parameters()))
+
+
+def tensors_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
+    """`backbone_fingerprint` of a state dict under our names (e.g. a whole-model file's)."""
     digest = hashlib.sha256()
-    for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+    for name, param in sorted(tensors.items(), key=lambda item: item[0]):
         if parameter_group(name) != "backbone":
             continue
         values = param.detach().to("cpu", torch.float32).contiguous()

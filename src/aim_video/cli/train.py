@@ -30,12 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="output folder (train.out_dir)")
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="continue a run: 'auto' takes OUT/last.pt when present")
+    parser.add_argument("--init-from", metavar="PATH",
+                        help="start a fresh run's adapters, temporal embedding and (same classes) "
+                             "head from another run's last.pt/best.pt or a released AIM "
+                             "checkpoint (train.init_from; ignored when resuming)")
     parser.add_argument("--pretrained", metavar="PATH",
                         help="image backbone weights, e.g. OpenAI CLIP ViT-B-16.pt")
     parser.add_argument("--allow-random-backbone", action="store_true",
                         help="train even though no backbone weights are given (rarely wanted)")
     parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="load a --pretrained file that needs full pickle (trusted files only)")
+                        help="load a --pretrained or --init-from file that needs full pickle "
+                             "(trusted files only)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.set_defaults(func=run)
@@ -48,6 +53,8 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"train.out_dir={args.out}")
     if args.pretrained:
         overrides.append(f"model.pretrained={args.pretrained}")
+    if args.init_from:
+        overrides.append(f"train.init_from={args.init_from}")
     if args.allow_random_backbone:
         overrides.append("model.allow_random_backbone=true")
     if args.trust_checkpoint:

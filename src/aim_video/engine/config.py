@@ -69,7 +69,8 @@ class ModelConfig:
     pretrained: str | None = None  # image backbone weights (CLIP .pt, open_clip, HF, ...)
     pretrained_format: str = "auto"  # format of `pretrained`; auto-detected by default
     allow_random_backbone: bool = False  # train a frozen backbone that was never loaded
-    trust_checkpoint: bool = False  # allow pickle (non-weights-only) loading of `pretrained`
+    # Allow pickle (non-weights-only) loading of `pretrained` and `train.init_from`.
+    trust_checkpoint: bool = False
 
     def vit_config(self) -> ViTConfig:
         """The backbone architecture: the named variant with any explicit overrides."""
@@ -142,6 +143,9 @@ class TrainConfig:
     device: str = "auto"  # auto: the local CUDA GPU if any, else cpu; or cpu, cuda, cuda:1
     # Torch threads when computing on the CPU; None: the usable cores less data.num_workers.
     cpu_threads: int | None = None
+    # A fresh run starts its adapters, temporal embedding, ln_post (and head, when the classes
+    # match) from this aim-video checkpoint or released AIM file; a resumed run ignores it.
+    init_from: str | None = None
 
 
 @dataclass
@@ -372,7 +376,7 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 
 # The settings that name files or folders: stored absolute, so that a run works from any folder.
 PATH_KEYS = ("data.root", "data.train", "data.val", "data.test", "data.class_names",
-             "model.pretrained", "train.out_dir")
+             "model.pretrained", "train.out_dir", "train.init_from")
 
 
 def _get(cfg: RunConfig, key: str) -> Any:

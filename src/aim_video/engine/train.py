@@ -281,6 +281,18 @@ class Trainer:
             log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch + 1,
                      self.state.global_step)
 
+    def init_from(self, path: str | Path) -> ckpt.Transfer:
+        """Starts the trained parts from another run's checkpoint or a released AIM model
+        (`checkpoint.transfer_weights`); a fresh run's first step, before any training."""
+        report = ckpt.transfer_weights(
+            self.model, path, self.class_names, trust=self.cfg.model.trust_checkpoint,
+            fingerprint=self.fingerprint,
+        )
+        if self.env.is_main:
+            for line in report.lines():
+                log.info("%s", line)
+        return report
+
     def _epoch_ended(self) -> bool:
         """Whether the current epoch's end (validation, history entry) is recorded."""
         return any(entry["epoch"] == self.state.epoch + 1 for entry in self.state.history)
@@ -556,7 +568,12 @@ class Trainer:
                          len(removed), self.out_dir, ", ".join(p.name for p in removed))
             save_config(self.cfg, self.out_dir / "config.yaml")
         if resume is not None:
+            if self.cfg.train.init_from and self.env.is_main:
+                log.info("train.init_from (%s) is ignored: resuming from %s, which holds the "
+                         "run's own weights", self.cfg.train.init_from, resume)
             self.resume(resume)
+        elif self.cfg.train.init_from:
+            self.init_from(self.cfg.train.init_from)
         self._open_logs()
         start = time.monotonic()
         completed = True
@@ -625,6 +642,8 @@ def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = Tru
     Args:
         cfg: the resolved run config.
         resume: None (fresh start), `"auto"` (`out_dir/last.pt` when present) or a checkpoint.
+            A fresh start with `train.init_from` begins from that checkpoint's trained weights
+            (`checkpoint.transfer_weights`); a resumed run ignores it.
         progress: show a tqdm progress bar (rank 0 only).
 
     The run's paths are stored absolute (`with_absolute_paths`), so that its config and
@@ -632,7 +651,8 @@ def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = Tru
 
     Raises:
         RandomBackboneError: the backbone is frozen, random and not explicitly allowed.
-        CheckpointError: the resume checkpoint is unreadable or its backbone differs.
+        CheckpointError: the resume (or `train.init_from`) checkpoint is unreadable, its
+            backbone differs, or (init_from) its keys do not fit the model.
         FileExistsError: `out_dir` holds a run already and `resume` is None.
         UserError: `out_dir` cannot be created or written (checked before any other work).
     """
@@ -643,6 +663,9 @@ def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = Tru
         if env.is_main:
             ensure_writable_dir(cfg.train.out_dir)
         resume_path = ckpt.find_resume(resume, cfg.train.out_dir)
+        init_from = cfg.train.init_from
+        if resume_path is None and init_from and not Path(init_from).is_file():
+            raise CheckpointError(f"{init_from}: no such checkpoint file (train.init_from)")
         if resume_path is None and (Path(cfg.train.out_dir) / ckpt.LAST).is_file():
             raise FileExistsError(
                 f"{Path(cfg.train.out_dir) / ckpt.LAST} exists: pass resume='auto' "
