@@ -9,15 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_engine_support import backbone, one_thread, synthetic, tiny_config  # noqa: F401
+from test_engine_support import tiny_config
 
 from aim_video import __version__
 from aim_video.cli import build_parser, main
 from aim_video.files import temp_files
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
+
 
 @pytest.fixture(scope="module")
-def checkpoint(synthetic, backbone, tmp_path_factory) -> Path:  # noqa: F811
+def checkpoint(synthetic, backbone, tmp_path_factory) -> Path:
     """last.pt of a tiny finished run (its own final evaluation written to eval_val/)."""
     from aim_video.engine.train import train
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
-from test_engine_support import backbone, one_thread, synthetic, tiny_overrides  # noqa: F401
+import pytest
+from test_engine_support import tiny_overrides
 
 from aim_video.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 
 def test_train_then_eval_then_predict(synthetic, backbone, tmp_path, capsys):

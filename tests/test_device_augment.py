@@ -8,13 +8,15 @@ import av
 import numpy as np
 import pytest
 import torch
-from test_engine_support import backbone, one_thread, synthetic, tiny_config  # noqa: F401
+from test_engine_support import tiny_config
 
 from aim_video.data import dataset as dataset_module
 from aim_video.data.annotations import Annotations, VideoRecord
 from aim_video.data.dataset import DataConfig, DeviceAugment, VideoDataset, collate
 from aim_video.engine.checkpoint import load_checkpoint
 from aim_video.engine.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 FAST = {"train__plots": False, "eval__splits": [], "optim__epochs": 1}
 

@@ -12,13 +12,7 @@ import stat
 import numpy as np
 import pytest
 import torch
-from test_engine_support import (  # noqa: F401 (fixtures)
-    backbone,
-    one_thread,
-    synthetic,
-    tiny_config,
-    write_backbone,
-)
+from test_engine_support import tiny_config, write_backbone
 
 from aim_video.cli import main
 from aim_video.engine.checkpoint import (
@@ -34,6 +28,8 @@ from aim_video.engine.train import train
 from aim_video.errors import UserError
 from aim_video.files import remove_temp_files, temp_files, write_atomic
 from aim_video.weights import CheckpointError
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 train_module = importlib.import_module("aim_video.engine.train")  # `train` is also the function
 

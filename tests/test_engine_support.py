@@ -1,18 +1,15 @@
-"""Shared fixtures of the engine tests (this module itself holds no tests).
+"""Helpers of the engine tests (this module itself holds no tests): a tiny CLIP-layout
+backbone and the overrides that make the `synthetic_cpu` preset a seconds-long CPU run.
 
-A tiny synthetic data set (8 train + 4 val H.264 videos of 32 px) is written once per test
-session, and a tiny CLIP-layout backbone (width 64, 2 layers) saved as an OpenAI-style state
-dict stands in for the pretrained weights.
+The fixtures these runs read (`synthetic`, `backbone`, `one_thread`) are in conftest.py.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
-from aim_video.data.synthetic import make_synthetic
 from aim_video.engine.config import RunConfig, load_config
 from aim_video.model import AIMConfig, AIMViT, ViTConfig
 from aim_video.weights import save_state_dict
@@ -26,28 +23,6 @@ def write_backbone(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     model = AIMViT(AIMConfig(vit=TINY_VIT, num_frames=FRAMES, num_classes=10))
     return save_state_dict(model, path, "openai")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def synthetic(tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp() / "synthetic"
-    make_synthetic(root, num_train=8, num_val=4, frames=8, size=32, seed=0, workers=1,
-                   progress=False)
-    return root
-
-
-@pytest.fixture(scope="session")
-def backbone(tmp_path_factory) -> Path:
-    return write_backbone(tmp_path_factory.getbasetemp() / "tiny_clip.pt", seed=123)
 
 
 def tiny_overrides(data: Path, out_dir: Path, pretrained: Path | None, **extra) -> list[str]:

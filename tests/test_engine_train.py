@@ -12,13 +12,15 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_engine_support import backbone, one_thread, synthetic, tiny_config  # noqa: F401
+from test_engine_support import tiny_config
 
 from aim_video.engine import distributed
 from aim_video.engine.checkpoint import RandomBackboneError, load_checkpoint
 from aim_video.engine.config import ConfigError
 from aim_video.engine.evaluate import evaluate_checkpoint
 from aim_video.engine.train import _DeviceSums, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 train_module = importlib.import_module("aim_video.engine.train")  # `train` is also the function
 

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engine_support import backbone, one_thread, synthetic, tiny_overrides  # noqa: F401
+from test_engine_support import tiny_overrides
 
 from aim_video.engine.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 # 2 epochs x 4 steps, validation after each, last.pt also every 2 steps, a final evaluation.
 SETTINGS = {"train.plots": False, "eval.splits": ["val"], "train.save_every_steps": 2,

@@ -12,9 +12,11 @@ import importlib
 
 import pytest
 import torch
-from test_engine_support import backbone, one_thread, synthetic, tiny_config  # noqa: F401
+from test_engine_support import tiny_config
 
 from aim_video.engine import distributed
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 train_module = importlib.import_module("aim_video.engine.train")  # `train` is also the function
 
