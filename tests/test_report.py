@@ -114,6 +114,27 @@ def test_cli_rebuilds_the_report_and_names_a_folder_it_cannot_read(tmp_path, cap
         build_eval_report(tmp_path / "missing")
 
 
+def test_an_evaluation_writes_its_report_and_the_strips_of_what_the_model_saw(
+        synthetic, backbone, tmp_path, one_thread):
+    from test_engine_support import tiny_config
+
+    from aim_video.engine.evaluate import evaluate_checkpoint
+    from aim_video.engine.train import train
+
+    cfg = tiny_config(synthetic, tmp_path / "run", backbone, train__max_steps=1,
+                      train__plots=False, eval__splits=[])
+    checkpoint = train(cfg, progress=False).last_checkpoint
+    result = evaluate_checkpoint(checkpoint, out_dir=tmp_path / "eval")
+    data = page_data(tmp_path / "eval" / "report.html")
+    assert data["metrics"]["checkpoint"] == str(checkpoint)
+    assert data["metrics"]["top1"] == result.top1 and "model:" in data["config"]
+    strips = sorted((tmp_path / "eval" / "thumbs").iterdir())
+    assert len(strips) == result.num_videos - result.num_bad == len(data["videos"])
+    size, frames = cfg.data.input_size, cfg.data.num_frames
+    assert Image.open(strips[0]).size == (frames * min(64, size), min(64, size))
+    assert all(v[5] == 1 for v in data["videos"])
+
+
 # ---------------------------------------------------------------------------- in Chromium
 @pytest.fixture(scope="module")
 def browser():

@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,9 +31,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from aim_video.data.annotations import load_annotations
-from aim_video.data.dataset import DataConfig, VideoDataset, collate
+from aim_video.data.dataset import NORMALIZATIONS, DataConfig, VideoDataset, collate
 from aim_video.engine import checkpoint as ckpt
-from aim_video.engine.config import ConfigError, RunConfig, with_views
+from aim_video.engine.config import ConfigError, RunConfig, config_to_dict, with_views
 from aim_video.engine.distributed import (
     DistEnv,
     all_gather_objects,
@@ -45,6 +46,7 @@ from aim_video.engine.distributed import (
 from aim_video.engine.plots import plot_confusion
 from aim_video.files import ensure_writable_dir, write_json_atomic, write_text_atomic
 from aim_video.model import AIMViT
+from aim_video.report import THUMBS, ThumbnailWriter, build_eval_report
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +170,10 @@ def run_model(
     dtype: torch.dtype | None,
     progress: bool = False,
     top_k: int = TOP_K,
+    on_batch: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[VideoResult]:
-    """Per-video results for `indices` of a test-mode dataset, keeping the `top_k` classes."""
+    """Per-video results for `indices` of a test-mode dataset, keeping the `top_k` classes;
+    `on_batch` sees every batch (the report's thumbnails)."""
     loader = DataLoader(
         Subset(dataset, indices), batch_size=cfg.eval.batch_size,
         num_workers=cfg.data.num_workers, collate_fn=collate,
@@ -179,6 +183,8 @@ def run_model(
     results: list[VideoResult] = []
     for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
         probs = predict_views(model, batch["video"], cfg.eval.views_chunk, dtype)
+        if on_batch is not None:
+            on_batch(batch)
         top_p, top_i = probs.topk(min(top_k, probs.shape[1]), dim=1)
         reasons = dict(batch["skipped"])
         for j in range(len(probs)):
@@ -208,8 +214,9 @@ def evaluate_model(
         cfg: data, evaluation and precision settings.
         split: "val", "test" or "train" (every split is read with the test views and
             transform).
-        out_dir: if given, rank 0 writes `metrics.json`, `per_class.csv`, `confusion.png` and
-            `predictions.jsonl` there; it is checked to be writable before the work.
+        out_dir: if given, rank 0 writes `metrics.json`, `per_class.csv`, `confusion.png`,
+            `predictions.jsonl` and `report.html` (`aim_video.report`) there, and every rank
+            the thumbnails of its videos; it is checked to be writable before the work.
         class_names: the model's classes; default the split's.
         progress: show a progress bar.
 
@@ -254,12 +261,13 @@ def evaluate_checkpoint(
     cfg = with_views(ckpt.checkpoint_config(state, checkpoint, overrides), views)
     model = ckpt.model_from_checkpoint(state, checkpoint, cfg, pretrained)
     return _evaluate(model, cfg, split, out_dir, list(state["class_names"]), progress, start,
-                     move_model=True)
+                     move_model=True, checkpoint=checkpoint)
 
 
 def _evaluate(
     model: AIMViT, cfg: RunConfig, split: Split, out_dir: str | Path | None,
     class_names: list[str] | None, progress: bool, start: float, move_model: bool = False,
+    checkpoint: str | Path | None = None,
 ) -> EvalResult:
     """Joins (or starts and ends) the process group, then evaluates this process's shard."""
     if out_dir is not None:
@@ -270,7 +278,8 @@ def _evaluate(
         if move_model:
             model.to(env.device)
         with compute_threads(env.device, cfg.data.num_workers, cfg.train.cpu_threads):
-            return _evaluate_shards(model, cfg, split, env, class_names, out_dir, progress, start)
+            return _evaluate_shards(model, cfg, split, env, class_names, out_dir, progress, start,
+                                    checkpoint)
     finally:
         if not joined_before:
             cleanup(env)  # a standalone evaluation under torchrun
@@ -288,7 +297,7 @@ def eval_dataset(data: DataConfig, split: Split) -> VideoDataset:
 
 def _evaluate_shards(
     model: AIMViT, cfg: RunConfig, split: Split, env: DistEnv, class_names: list[str] | None,
-    out_dir: Path | None, progress: bool, start: float,
+    out_dir: Path | None, progress: bool, start: float, checkpoint: str | Path | None = None,
 ) -> EvalResult:
     """This process's shard, gathered, then the metrics (and reports on rank 0)."""
     dataset = eval_dataset(cfg.data, split)
@@ -300,11 +309,15 @@ def _evaluate_shards(
         log.warning("the %s split names its classes differently from the model; labels are "
                     "compared by index", split)
     device = next(model.parameters()).device
+    # The report's strips of the frames the model saw; every process writes its shard's.
+    thumbs = (None if out_dir is None else
+              ThumbnailWriter(out_dir / THUMBS, *NORMALIZATIONS[cfg.data.normalize]))
     was_training = model.training
     model.eval()
     try:
         mine = run_model(model, dataset, shard_indices(len(dataset), env), cfg,
-                         autocast_dtype(cfg.train.precision, device), progress and env.is_main)
+                         autocast_dtype(cfg.train.precision, device), progress and env.is_main,
+                         on_batch=thumbs)
     finally:
         model.train(was_training)
     results = sorted((r for part in all_gather_objects(env, mine) for r in part),
@@ -316,18 +329,22 @@ def _evaluate_shards(
         row["name"] = names[row["class"]]
     result.seconds = time.monotonic() - start  # before the reports, which record it
     if out_dir is not None and env.is_main:
-        write_reports(result, results, dataset, names, out_dir, cfg.train.plots)
+        run = {"checkpoint": None if checkpoint is None else str(checkpoint),
+               "config": config_to_dict(cfg)}
+        write_reports(result, results, dataset, names, out_dir, cfg.train.plots, run)
+        build_eval_report(out_dir)
     return result
 
 
 def write_reports(
     result: EvalResult, results: list[VideoResult], dataset: VideoDataset, names: list[str],
-    out_dir: Path, plots: bool = True,
+    out_dir: Path, plots: bool = True, run: dict[str, Any] | None = None,
 ) -> None:
-    """metrics.json, per_class.csv, predictions.jsonl and (if `plots`) confusion.png."""
+    """metrics.json (with `run`: the checkpoint and config), per_class.csv, predictions.jsonl
+    and (if `plots`) confusion.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = result.summary() | {"split": result.split, "views": result.views,
-                                  "bad_files": result.bad_files}
+                                  "bad_files": result.bad_files} | (run or {})
     write_json_atomic(out_dir / "metrics.json", summary)
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=["class", "name", "videos", "bad", "top1", "top5"])
