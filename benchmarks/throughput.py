@@ -57,13 +57,17 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from aim_video.engine.optim import FUSED_DEVICES
-from aim_video.model import AIMConfig, AIMViT, ViTConfig, get_variant
+from aim_video.model import AIMConfig, AIMViT, ViTConfig, get_arch
 from aim_video.model.config import ATTENTION_KERNELS
 from aim_video.model.flops import forward_flops
 from aim_video.model.layers import matmul_attention
 from aim_video.model.vit import Recompute
-from aim_video.reference import ReferenceAIM
 from aim_video.weights import load_aim_checkpoint
+
+# The reference model is test code (the ground truth the tests compare AIMViT with), not part of
+# the package: it lives in the repository's tests folder.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference import ReferenceAIM  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 COMPILE_MODES = ("eager", "default", "reduce-overhead", "max-autotune")
@@ -343,7 +347,7 @@ def train_flops(cfg: AIMConfig) -> int:
 
 # ============================================================================ models and steps
 def arch_config(name: str) -> ViTConfig:
-    return CPU_ARCHS[name] if name in CPU_ARCHS else get_variant(name)
+    return CPU_ARCHS[name] if name in CPU_ARCHS else get_arch(name)
 
 
 def shared_weights(cfg: AIMConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -362,7 +366,7 @@ def shared_weights(cfg: AIMConfig) -> tuple[dict[str, torch.Tensor], dict[str, t
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "aim.pth"
         torch.save({"state_dict": ref_state}, path)
-        ours = load_aim_checkpoint(path, adapter_scale=cfg.scale, heads=cfg.vit.heads)
+        ours = load_aim_checkpoint(path, scale=cfg.scale, heads=cfg.vit.heads)
     return ref_state, ours.state_dict()
 
 

@@ -1,7 +1,13 @@
+import inspect
+
 import pytest
 import torch
 
-from aim_video.model import AIMConfig, AIMViT, ViTConfig, get_variant, scaled_adapter_std
+import aim_video
+from aim_video.model import AIMConfig, AIMViT, ViTConfig, get_arch, scaled_adapter_std
+from aim_video.model.layers import frames_to_tracks, tracks_to_frames
+from aim_video.model.vit import Recompute
+from aim_video.weights import save_state_dict
 
 TINY = ViTConfig(width=64, layers=3, heads=2, patch_size=8, image_size=32)
 IMAGE_ONLY = dict(spatial=False, temporal=False, joint=False, temporal_embedding=False)
@@ -17,7 +23,7 @@ def tiny(**changes) -> AIMConfig:
 )
 def test_parameter_counts_match_the_paper(arch, total, trainable):
     with torch.device("meta"):
-        counts = AIMViT(AIMConfig(vit=get_variant(arch), num_classes=400)).parameter_counts()
+        counts = AIMViT(AIMConfig(vit=get_arch(arch), num_classes=400)).parameter_counts()
     assert counts["total"] == total
     assert counts["trainable"] == trainable
 
@@ -50,7 +56,7 @@ def test_adapter_init_std_sets_every_fc1_and_leaves_fc2_at_zero():
     assert scaled_adapter_std(64) == pytest.approx(0.0693, abs=1e-4)
     torch.manual_seed(0)
     for std in (0.02, 0.1):
-        model = AIMViT(AIMConfig(vit=get_variant("ViT-B/16"), num_frames=2, num_classes=5,
+        model = AIMViT(AIMConfig(vit=get_arch("ViT-B/16"), num_frames=2, num_classes=5,
                                  temporal_in=True, adapter_init_std=std))
         adapters = [m for m in model.modules() if type(m).__name__ == "Adapter"]
         assert len(adapters) == 4 * 12
@@ -72,7 +78,9 @@ def test_temporal_attention_equals_attention_over_regrouped_tokens():
     x = torch.randn(2 * 4, 17, 64)  # (B·T, L, D)
     regrouped = x.view(2, 4, 17, 64).transpose(1, 2).reshape(2 * 17, 4, 64)  # (B·L, T, D)
     expected = attn(regrouped).view(2, 17, 4, 64).transpose(1, 2).reshape(8, 17, 64)
-    torch.testing.assert_close(attn.forward_temporal(x, frames=4), expected, atol=1e-6, rtol=0)
+    # What the block computes: regroup, attend, and the result read back frame-major.
+    got = tracks_to_frames(attn(frames_to_tracks(x, frames=4)), 17).reshape(8, 17, 64)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
 
 
 def test_temporal_attention_mixes_frames_and_spatial_does_not():
@@ -146,3 +154,40 @@ def test_linear_probe_accepts_any_frame_count_and_is_order_blind():
     model = AIMViT(tiny(**IMAGE_ONLY)).eval()
     clip = torch.randn(1, 3, 6, 32, 32)
     torch.testing.assert_close(model(clip), model(clip.flip(2)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("setting", [True, "mlp", Recompute.ATTENTION_MLP, False])
+def test_grad_checkpointing_keeps_the_config_in_step(setting):
+    model = AIMViT(tiny())
+    model.set_grad_checkpointing(setting)
+    assert model.transformer.recompute is Recompute.of(setting)
+    assert Recompute.of(model.cfg.grad_checkpointing) is Recompute.of(setting)
+    assert AIMViT(model.cfg).transformer.recompute is model.transformer.recompute
+
+
+def test_create_model_loads_clip_weights_and_gives_the_fitting_transform(tmp_path):
+    source = AIMViT(tiny())
+    with torch.no_grad():
+        source.conv1.weight.add_(1.0)
+    save_state_dict(source, tmp_path / "clip.pt", "openai")
+    model, transform = aim_video.create_model_and_transform(
+        TINY, pretrained=tmp_path / "clip.pt", num_classes=7, num_frames=4, scale=1.0,
+        num_crops=3)
+    assert torch.equal(model.conv1.weight, source.conv1.weight)
+    assert model.backbone_source == f"openai:{tmp_path / 'clip.pt'}"
+    assert (model.cfg.num_classes, model.cfg.num_frames, model.cfg.scale) == (7, 4, 1.0)
+    clip = torch.randint(0, 256, (4, 40, 48, 3), dtype=torch.uint8)  # (T, H, W, C)
+    views = transform(clip)
+    assert views.shape == (3, 3, 4, 32, 32)  # (crops, C, T, S, S): a batch for the model
+    assert model.eval()(views).shape == (3, 7)
+    with torch.device("meta"):  # a named backbone, without the cost of its init
+        assert aim_video.create_model("ViT-B/32").cfg.vit == get_arch("ViT-B/32")
+
+
+def test_public_flags_are_keyword_only():
+    functions = [aim_video.create_model, aim_video.create_model_and_transform,
+                 aim_video.load_pretrained, aim_video.load_aim_checkpoint]
+    for function in functions:
+        params = list(inspect.signature(function).parameters.values())
+        positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+        assert positional in (["arch"], ["model", "path"], ["path"]), function.__name__

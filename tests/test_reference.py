@@ -2,9 +2,9 @@ import argparse
 
 import pytest
 import torch
+from reference import ReferenceAIM
 
-from aim_video.model import AIMConfig, AIMViT, ViTConfig, get_variant
-from aim_video.reference import ReferenceAIM
+from aim_video.model import AIMConfig, AIMViT, ViTConfig, get_arch
 from aim_video.weights import load_aim_checkpoint
 
 TINY = dict(width=128, layers=2, heads=2, patch_size=8, image_size=32, num_frames=4, num_classes=5)
@@ -63,7 +63,7 @@ def test_aimvit_equals_the_reference_on_a_released_checkpoint(tmp_path, temporal
     path = tmp_path / "aim_release.pth"
     # As released: state_dict beside an mmcv-style `meta` that needs full unpickling.
     torch.save({"state_dict": ref.state_dict(), "meta": argparse.Namespace(epoch=30)}, path)
-    model = load_aim_checkpoint(path, adapter_scale=0.5, trust=True)
+    model = load_aim_checkpoint(path, scale=0.5, trust=True)
     assert model.cfg.temporal_in is temporal_in
     assert not model.training and model.backbone_source == f"aim:{path}"
     clip = torch.randn(2, 3, 4, 32, 32)
@@ -80,15 +80,15 @@ def test_adapter_scale_matters_and_must_be_given(tmp_path):
     torch.save({"state_dict": ref.state_dict()}, path)
     clip = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():
-        wrong = load_aim_checkpoint(path, adapter_scale=1.0)(clip)
-        right = load_aim_checkpoint(path, adapter_scale=0.5)(clip)
+        wrong = load_aim_checkpoint(path, scale=1.0)(clip)
+        right = load_aim_checkpoint(path, scale=0.5)(clip)
         expected = ref(clip)
     torch.testing.assert_close(right, expected, atol=1e-5, rtol=1e-5)
     assert (wrong - expected).abs().max() > 1e-4
 
 
 def test_released_trainable_rule_is_our_trainable_set():
-    cfg = AIMConfig(vit=get_variant("ViT-B/16"), num_classes=400, temporal_in=True)
+    cfg = AIMConfig(vit=get_arch("ViT-B/16"), num_classes=400, temporal_in=True)
     with torch.device("meta"):
         ref = ReferenceAIM.from_config(cfg)
         ours = AIMViT(cfg)

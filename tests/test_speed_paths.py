@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import ReferenceAIM
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from aim_video.model import AIMConfig, AIMViT, ViTConfig
 from aim_video.model.layers import MLP, AutocastLayerNorm, DropPath, tracks_to_frames
 from aim_video.model.vit import Recompute
-from aim_video.reference import ReferenceAIM
 from aim_video.weights import load_aim_checkpoint
 
 TINY = ViTConfig(width=64, layers=2, heads=2, patch_size=8, image_size=32)
@@ -134,8 +134,9 @@ def test_droppath_add_equals_the_unfused_branch_and_keeps_x_layout():
     branch = torch.randn(6, 5, 8)
     torch.manual_seed(3)
     got = drop.add(x, branch, scale=0.5)
-    torch.manual_seed(3)
-    expected = x + 0.5 * drop(branch)
+    torch.manual_seed(3)  # the unfused oracle: a per-sample keep mask, scaled by 1/keep
+    keep = torch.empty(6, 1, 1).bernoulli_(0.6)
+    expected = x + 0.5 * (branch * keep / 0.6)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     assert 0 < int((got == x).all(dim=(1, 2)).sum()) < 6  # some samples dropped, not all
     drop.eval()

@@ -503,7 +503,7 @@ def test_load_aim_checkpoint_infers_the_architecture(tmp_path, changes):
     cfg = AIMConfig(**{"vit": VIT, "num_frames": 4, "num_classes": 5, **changes})
     source = randomised(AIMViT(cfg))
     save_state_dict(source, tmp_path / "aim.pth", "aim")
-    model = load_aim_checkpoint(tmp_path / "aim.pth", adapter_scale=0.5)
+    model = load_aim_checkpoint(tmp_path / "aim.pth", scale=0.5)
     if not cfg.temporal_embedding:  # then the frame count is stored nowhere (and matters not)
         cfg = cfg.replace(num_frames=model.cfg.num_frames)
     assert model.cfg == cfg

@@ -487,7 +487,7 @@ def _read_torchscript(path: Path, trust: bool) -> RawCheckpoint:
     return RawCheckpoint(path, dict(module.state_dict()), torchscript=True)
 
 
-def read_checkpoint(path: str | Path, trust: bool = False) -> RawCheckpoint:
+def read_checkpoint(path: str | Path, *, trust: bool = False) -> RawCheckpoint:
     """Reads any supported file (or Hugging Face model folder) into a state dict on the CPU.
 
     Raises:
@@ -686,9 +686,9 @@ def _load_converted(
 def load_pretrained(
     model: AIMViT,
     path: str | Path,
+    *,
     format: str = "auto",
     trust: bool = False,
-    *,
     full: bool = False,
 ) -> LoadReport:
     """Loads image-backbone weights (any of `FORMATS`) into `model`, strictly.
@@ -713,7 +713,7 @@ def load_pretrained(
     Raises:
         CheckpointError: unreadable file, or keys that do not fit (the message lists them).
     """
-    raw = read_checkpoint(path, trust)
+    raw = read_checkpoint(path, trust=trust)
     auto = format == "auto"
     fmt = detect_format(raw) if auto else format
     converted = to_ours(raw.state, layout_for(fmt, list(raw.state)))
@@ -774,7 +774,8 @@ def _infer_vit(tensors: Mapping[str, torch.Tensor], heads: int | None) -> ViTCon
 
 def infer_config(
     tensors: Mapping[str, torch.Tensor],
-    adapter_scale: float = 0.5,
+    *,
+    scale: float = 0.5,
     num_frames: int | None = None,
     heads: int | None = None,
 ) -> AIMConfig:
@@ -782,7 +783,7 @@ def infer_config(
 
     Args:
         tensors: the model's state dict.
-        adapter_scale: s (not stored in checkpoints).
+        scale: `AIMConfig.scale`, s (not stored in checkpoints).
         num_frames: frame count of the model to build; None keeps the file's.
         heads: attention heads; None -> width // 64 as in CLIP (head count is not stored).
 
@@ -810,16 +811,16 @@ def infer_config(
         temporal_embedding=te is not None,
         adapter_blocks=_blocks_spec([bool(k) for k in kinds], vit) if present else "all",
         bottleneck_ratio=fc1[0].shape[0] / vit.width if fc1 else AIMConfig.bottleneck_ratio,
-        scale=adapter_scale,
+        scale=scale,
     )
 
 
 def load_aim_checkpoint(
     path: str | Path,
-    adapter_scale: float = 0.5,
+    *,
+    scale: float = 0.5,
     num_frames: int | None = None,
     trust: bool = False,
-    *,
     heads: int | None = None,
 ) -> AIMViT:
     """Builds the model a whole-AIM checkpoint (released MMAction2 file, or ours) describes.
@@ -830,7 +831,8 @@ def load_aim_checkpoint(
 
     Args:
         path: the checkpoint (released AIM files need `trust=True`: their `meta` is pickled).
-        adapter_scale: s, which the file does not store (0.5 Kinetics/Diving-48, 1.0 SSv2).
+        scale: `AIMConfig.scale`, s, which the file does not store (0.5 Kinetics/Diving-48,
+            1.0 SSv2).
         num_frames: build for this many frames, interpolating the temporal embedding.
         trust: unpickle files that the safe loader refuses (trusted sources only).
         heads: attention heads if not width // 64.
@@ -838,7 +840,7 @@ def load_aim_checkpoint(
     Raises:
         CheckpointError: unreadable file, an image-only checkpoint, or keys that do not fit.
     """
-    raw = read_checkpoint(path, trust)
+    raw = read_checkpoint(path, trust=trust)
     fmt = detect_format(raw)
     if fmt not in VIDEO_FORMATS:
         raise CheckpointError(
@@ -847,7 +849,7 @@ def load_aim_checkpoint(
         )
     converted = to_ours(raw.state, layout_for(fmt, list(raw.state)))
     try:
-        cfg = infer_config(converted.tensors, adapter_scale, num_frames, heads)
+        cfg = infer_config(converted.tensors, scale=scale, num_frames=num_frames, heads=heads)
     except ValueError as err:
         raise CheckpointError(f"{raw.path}: {err}") from err
     # Built on the meta device and then given uninitialised memory: the full strict load below

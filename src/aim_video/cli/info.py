@@ -8,7 +8,7 @@ import json
 import torch
 
 from aim_video.cli.arguments import positive_float, positive_int
-from aim_video.model import VARIANTS, AIMConfig, AIMViT, get_variant
+from aim_video.model import ARCHS, AIMConfig, AIMViT, get_arch
 from aim_video.model.config import ADAPTER_BLOCKS_HELP
 from aim_video.model.flops import forward_flops
 
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="parameter counts and forward GFLOPs of a model",
         description="Total and trainable parameters (per group) and forward GFLOPs per clip.",
     )
-    p.add_argument("--arch", default="ViT-B/16", choices=list(VARIANTS), help="backbone")
+    p.add_argument("--arch", default="ViT-B/16", choices=list(ARCHS), help="backbone")
     p.add_argument("--frames", type=positive_int, default=8, help="frames per clip")
     p.add_argument("--num-classes", type=positive_int, default=400, help="classes of the head")
     p.add_argument(
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = AIMConfig(
-        vit=get_variant(args.arch),
+        vit=get_arch(args.arch),
         num_frames=args.frames,
         num_classes=args.num_classes,
         full_finetune=args.full_finetune,

@@ -1,6 +1,6 @@
 """Model descriptions: the image ViT's architecture and how AIM adapts it to video.
 
-Named variants are data (`VARIANTS`); a tiny model for a CPU test is just another `ViTConfig`.
+Named backbones are data (`ARCHS`); a tiny model for a CPU test is just another `ViTConfig`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class ViTConfig:
         return self.grid**2 + 1
 
 
-VARIANTS: dict[str, ViTConfig] = {
+# The published CLIP image towers, by the names `arch` takes.
+ARCHS: dict[str, ViTConfig] = {
     "ViT-B/32": ViTConfig(width=768, layers=12, heads=12, patch_size=32, image_size=224),
     "ViT-B/16": ViTConfig(width=768, layers=12, heads=12, patch_size=16, image_size=224),
     "ViT-L/14": ViTConfig(width=1024, layers=24, heads=16, patch_size=14, image_size=224),
@@ -47,12 +48,12 @@ VARIANTS: dict[str, ViTConfig] = {
 }
 
 
-def get_variant(name: str) -> ViTConfig:
+def get_arch(name: str) -> ViTConfig:
     """Looks up a named backbone, with an error that lists the known names."""
     try:
-        return VARIANTS[name]
+        return ARCHS[name]
     except KeyError:
-        raise ValueError(f"unknown arch {name!r}; known: {', '.join(VARIANTS)}") from None
+        raise ValueError(f"unknown arch {name!r}; known: {', '.join(ARCHS)}") from None
 
 
 ADAPTER_BLOCKS_HELP = "all | top:K | bottom:K | every_other"
@@ -62,9 +63,8 @@ def scaled_adapter_std(width: int) -> float:
     """The paper's adapter init (fc1 std 0.02 at CLIP B/16's width 768) rescaled to `width`,
     so that the hidden pre-activations of a narrow model's adapters spread as much as B/16's.
 
-    With 0.02 at width 64 they are 3.5x smaller and the adapters start slowly: on the demo's
-    synthetic benchmark, AIM after 3 epochs reached 77% and 60% (two seeds) with 0.02 and
-    83% and 84% with this (0.069).
+    With 0.02 at width 64 they are 3.5x smaller and the adapters start slowly (figures in
+    docs/demo.md).
     """
     return 0.02 * (768 / width) ** 0.5
 
@@ -98,7 +98,9 @@ class AIMConfig:
     scale: float = 0.5  # s: the joint adapter's weight (0.5 Kinetics/Diving-48, 1.0 SSv2)
     drop_path: float = 0.2  # stochastic depth on temporal and joint branches, linear over depth
     dropout: float = 0.5  # dropout before the linear head
-    grad_checkpointing: bool = False  # recompute block activations in backward to save memory
+    # What backward recomputes to save memory: False, True (whole blocks) or a `Recompute` name
+    # ("mlp", "attention_mlp", ...); `AIMViT.set_grad_checkpointing` changes it.
+    grad_checkpointing: bool | str = False
     # How the temporal attention (T frames per sequence) is computed: "sdpa" (PyTorch's fused
     # kernels) or "matmul" (two batched matmuls, softmax in fp32), for kernels whose tiles are
     # mostly padding at T = 8. The same numbers either way; which is faster is per device.
@@ -115,7 +117,7 @@ class AIMConfig:
     def replace(self, **changes) -> AIMConfig:
         """A copy with some fields changed (`vit` may be a variant name)."""
         if isinstance(changes.get("vit"), str):
-            changes["vit"] = get_variant(changes["vit"])
+            changes["vit"] = get_arch(changes["vit"])
         return dataclasses.replace(self, **changes)
 
     def adapted_blocks(self) -> list[bool]:

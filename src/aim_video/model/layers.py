@@ -95,18 +95,14 @@ class Adapter(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drops a whole residual branch per sample while training."""
+    """Stochastic depth: drops a whole residual branch per sample while training.
+
+    Applied only inside the residual add (`add`), where it costs no kernel of its own.
+    """
 
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
 
     def add(
         self, x: torch.Tensor, branch: torch.Tensor, scale: float = 1.0, sample_dims: int = 1
@@ -182,8 +178,7 @@ class Attention(nn.Module):
         """OpenAI CLIP's initialisation, for a backbone trained from scratch.
 
         A flat std of 0.02 is fine where pretrained weights overwrite it, but at small widths it
-        leaves the attention logits near zero: measured on the synthetic image task (width 128,
-        4 layers), position regression reached R² 0.10 after 500 steps against 0.78 with this.
+        leaves the attention logits near zero and a backbone trained from scratch learns slowly.
         """
         width = self.out_proj.in_features
         nn.init.normal_(self.in_proj_weight, std=width**-0.5)
@@ -209,13 +204,3 @@ class Attention(nn.Module):
         # (N, heads, L, D/heads) -> (N, L, heads, D/heads) -> (N, L, D); a view for the fused
         # kernels, which write heads innermost.
         return self.out_proj(out.transpose(1, 2).reshape(n, length, width))
-
-    def forward_temporal(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        """Temporal attention: x (B·T, L, D) frame-major; each token position attends over T.
-
-        Returns (B·T, L, D). The block does not use this (it keeps the token-major result and
-        lets the residual add write it frame-major); it states what the block computes.
-        """
-        bt, length, width = x.shape
-        # (B, T, L, D) view -> (B·T, L, D) copy
-        return tracks_to_frames(self(frames_to_tracks(x, frames)), length).reshape(bt, length, width)

@@ -93,8 +93,10 @@ class AIMBlock(nn.Module):
         self.mlp = MLP(width, hidden)
         self.ln_2 = AutocastLayerNorm(width)
         self.scale = scale
-        self.temporal = temporal
-        # Adapters are created only where switched on, so their keys say what a checkpoint holds.
+        # Which adaptations this block runs. Adapters are created only where switched on, so
+        # their keys say what a checkpoint holds.
+        self.spatial, self.temporal, self.joint, self.temporal_in = (
+            spatial, temporal, joint, temporal_in)
         if temporal_in:
             self.T_Adapter_in = Adapter(width, bottleneck_ratio, True, adapter_init_std)
         if temporal:
@@ -123,12 +125,12 @@ class AIMBlock(nn.Module):
         if self.temporal:
             x = self.temporal_adaptation(x, frames)
         xs = self.recomputed(self.attn, self.ln_1(x), self.recompute_attention)
-        if hasattr(self, "S_Adapter"):
+        if self.spatial:
             xs = self.S_Adapter(xs)
         x = x + xs
         xn = self.ln_2(x)
         x = x + self.recomputed(self.mlp, xn, self.recompute_mlp)
-        if hasattr(self, "MLP_Adapter"):
+        if self.joint:
             x = self.drop_path.add(x, self.MLP_Adapter(xn), self.scale)
         return x
 
@@ -140,7 +142,7 @@ class AIMBlock(nn.Module):
         """
         bt, length, width = x.shape
         xt = frames_to_tracks(self.ln_1(x), frames)  # (B·L, T, D)
-        if hasattr(self, "T_Adapter_in"):
+        if self.temporal_in:
             xt = self.T_Adapter_in(xt)
         attend = functools.partial(self.attn, kernel=self.temporal_attention)
         xt = self.T_Adapter(self.recomputed(attend, xt, self.recompute_attention))
@@ -245,7 +247,7 @@ class AIMViT(nn.Module):
         # CLIP's own init for the embeddings.
         nn.init.normal_(self.class_embedding, std=width**-0.5)
         nn.init.normal_(self.positional_embedding, std=width**-0.5)
-        if hasattr(self, "temporal_embedding"):
+        if self.cfg.temporal_embedding:
             nn.init.zeros_(self.temporal_embedding)
         for norm in (self.ln_pre, self.ln_post):
             norm.reset_parameters()
@@ -281,8 +283,11 @@ class AIMViT(nn.Module):
         return {n for n, _ in self.named_parameters() if n in names}
 
     def set_grad_checkpointing(self, enable: bool | str | Recompute = True) -> None:
-        """Trades compute for memory in training: True (whole blocks), False, or a `Recompute`."""
+        """Trades compute for memory in training: True (whole blocks), False, or a `Recompute`
+        (or its name). `cfg.grad_checkpointing` follows, so the config describes the model."""
         self.transformer.recompute = Recompute.of(enable)
+        value = enable.value if isinstance(enable, Recompute) else enable
+        self.cfg = self.cfg.replace(grad_checkpointing=value)
 
     def parameter_counts(self) -> dict[str, int]:
         """Total and trainable parameter counts, and trainable counts per group."""
@@ -300,7 +305,7 @@ class AIMViT(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> tokens (B·T, N+1, D) after ln_pre."""
         b, c, t, h, w = x.shape
-        if hasattr(self, "temporal_embedding") and t != self.temporal_embedding.shape[1]:
+        if self.cfg.temporal_embedding and t != self.temporal_embedding.shape[1]:
             raise ValueError(
                 f"clip has {t} frames but the temporal embedding has "
                 f"{self.temporal_embedding.shape[1]}; resize it with "
@@ -313,7 +318,7 @@ class AIMViT(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(x.dtype).expand(b * t, 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
-        if hasattr(self, "temporal_embedding"):
+        if self.cfg.temporal_embedding:
             # (B·T, N+1, D) viewed (B, T, N+1, D): frame t's tokens all get embedding t.
             x = (x.view(b, t, -1, x.shape[-1]) + self.temporal_embedding[:, :, None]).flatten(0, 1)
         return self.ln_pre(x)
