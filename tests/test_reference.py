@@ -74,7 +74,7 @@ def test_aimvit_equals_the_reference_on_a_released_checkpoint(tmp_path, temporal
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_adapter_scale_matters_and_must_be_given(tmp_path):
+def test_scale_matters_and_must_be_given(tmp_path):
     ref = perturbed_reference(False)
     path = tmp_path / "aim.pth"
     torch.save({"state_dict": ref.state_dict()}, path)
