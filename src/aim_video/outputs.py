@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from aim_video.errors import UserError
-from aim_video.files import write_json_atomic, write_text_atomic
+from aim_video.files import write_atomic, write_json_atomic, write_text_atomic
 from aim_video.predictor import Timeline
 
 
@@ -163,12 +163,14 @@ class FeatureStore:
         dim = self.dim or 0
         raw = np.fromfile(self.raw_path, dtype=self.dtype).reshape(-1, dim) if dim else \
             np.zeros((0, 0), self.dtype)
-        partial = self.npy_path.with_name(self.npy_path.name + ".partial")
-        out = np.lib.format.open_memmap(partial, mode="w+", dtype=self.dtype, shape=raw.shape)
-        out[:] = raw
-        out.flush()
-        del out
-        os.replace(partial, self.npy_path)
+
+        def write(temp: Path) -> None:
+            out = np.lib.format.open_memmap(temp, mode="w+", dtype=self.dtype, shape=raw.shape)
+            out[:] = raw
+            out.flush()
+            del out
+
+        write_atomic(self.npy_path, write)
         self.raw_path.unlink()
         return self.npy_path
 
