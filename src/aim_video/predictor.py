@@ -14,9 +14,20 @@ forward pass over the file (`aim_video.data.stream`).
 The model is any callable from a clip batch to logits, (N, 3, T, H, W) float -> (N, K): an
 `AIMViT`, or a runtime session wrapped in a function (e.g. an exported ONNX classifier).
 Features need the model's `forward_features` (and `forward_head` to turn them into logits).
-Everything that touches the model goes through `Predictor.probabilities` and
-`Predictor.clip_features`, so a predictor holding several adapter sets on one backbone (one
-result per task) replaces just those two.
+Everything that touches the model goes through `Predictor.task_probabilities` and
+`Predictor.clip_features`.
+
+Many tasks on one backbone:
+
+    predictor = Predictor.from_checkpoints(["runs/k400/best.pt", "runs/ssv2/best.pt"])
+    predictor.predict(["a.mp4"])[0].tasks          # {"k400": [...], "ssv2": [...]}
+    predictor.timelines("match.mp4")               # {"k400": Timeline, "ssv2": Timeline}
+
+Checkpoints trained on the same frozen backbone (same fingerprint) share one `AIMViT`: the
+backbone is in memory once and each task keeps only its trainable tensors (adapters, temporal
+embedding, ln_post, head). Before a task's forward pass its tensors are put into the model's
+parameters (`Parameter.data`, a pointer swap: no copy), so every decoded clip is answered by
+every task.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +49,10 @@ from aim_video.data.dataset import VideoDataset, build_eval_transform, collate
 from aim_video.data.decode import VideoDecodeError
 from aim_video.data.stream import StreamInfo, Window, prefetch, stream_windows
 from aim_video.engine import checkpoint as ckpt
-from aim_video.engine.config import RunConfig, with_views
+from aim_video.engine.config import ConfigError, RunConfig, with_views
 from aim_video.engine.distributed import autocast_dtype, resolve_device
 from aim_video.errors import UserError
+from aim_video.weights import CheckpointError
 
 ClipModel = Callable[[Tensor], Tensor]  # (N, 3, T, H, W) normalised floats -> (N, K) logits
 
@@ -49,19 +61,30 @@ class InputError(UserError, FileNotFoundError):
     """An input to predict / extract / timeline that names nothing usable."""
 
 
+TopK = list[tuple[str, float]]  # (class name, probability), most probable first
+
+
+def _top_dicts(top: TopK) -> list[dict[str, Any]]:
+    return [{"class": name, "prob": prob} for name, prob in top]
+
+
 @dataclass
 class Prediction:
-    """The classes predicted for one video."""
+    """The classes predicted for one video: `top` with one task, `tasks` with several."""
 
     path: str  # the video
     ok: bool  # False: the video could not be read
-    top: list[tuple[str, float]]  # (class name, probability), most probable first
+    top: TopK  # the one task's classes; empty with several tasks
     error: str | None = None  # why it could not be read
+    tasks: dict[str, TopK] | None = None  # task name -> its top-k, with several tasks
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: path, ok, top [{class, prob}], error."""
+        """JSON-ready: path, ok, top [{class, prob}] (or tasks {name: {top}}), error."""
+        if self.tasks is None:
+            return {"path": self.path, "ok": self.ok, "top": _top_dicts(self.top),
+                    "error": self.error}
         return {"path": self.path, "ok": self.ok,
-                "top": [{"class": name, "prob": prob} for name, prob in self.top],
+                "tasks": {name: {"top": _top_dicts(top)} for name, top in self.tasks.items()},
                 "error": self.error}
 
 
@@ -93,6 +116,51 @@ class Timeline:
         order = np.argsort(-self.probs, axis=1, kind="stable")[:, :k]
         return [[(self.class_names[c], float(row[c])) for c in idx]
                 for idx, row in zip(order, self.probs)]
+
+
+@dataclass
+class Task:
+    """One classifier on a predictor's model.
+
+    With several tasks on one backbone, `weights` holds the task's trainable tensors (on the
+    predictor's device), put into the model's parameters of the same names before its forward
+    pass; with one task it is empty and the model is used as it is.
+    """
+
+    name: str  # the key of its results
+    class_names: list[str]  # index -> name
+    checkpoint: str | None = None  # where it was loaded from
+    weights: dict[str, Tensor] = field(default_factory=dict)
+
+
+def task_name(checkpoint: str | os.PathLike[str]) -> str:
+    """A checkpoint's default task name: its run folder's (`runs/k400/best.pt` -> `k400`)."""
+    path = Path(os.path.abspath(checkpoint))
+    return path.parent.name or path.stem
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """`names` with repeats made unique: `a`, `a` -> `a`, `a-2`."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        candidate, n = name, seen.get(name, 0)
+        while candidate in out:
+            n += 1
+            candidate = f"{name}-{n + 1}"
+        seen[name] = n
+        out.append(candidate)
+    return out
+
+
+# The data settings that decide which frames are decoded and how they become clips: tasks that
+# share the decoded clips must agree on all of them.
+DECODE_KEYS = ("backend", "frame_template", "sampling", "num_frames", "frame_interval",
+               "test_clips", "test_crops", "input_size", "test_short_side", "resize_in_decoder",
+               "normalize")
+# The model settings the shared forward pass is built from (the rest are training-only).
+SHARED_MODEL_KEYS = ("vit", "num_frames", "spatial", "temporal", "joint", "temporal_in",
+                     "temporal_embedding", "adapter_blocks", "bottleneck_ratio", "scale")
 
 
 def collect_inputs(
@@ -133,18 +201,29 @@ class Predictor:
             precision.
         class_names: the classes of the model's output (index = logit).
         device: `auto`, `cpu`, `cuda`, `cuda:N`.
+        tasks: several classifiers sharing `model` (see `Task`); default one, `class_names`.
     """
 
     def __init__(self, model: ClipModel, cfg: RunConfig, class_names: Sequence[str],
-                 device: str | torch.device = "auto") -> None:
+                 device: str | torch.device = "auto", *,
+                 tasks: Sequence[Task] | None = None) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         if isinstance(model, torch.nn.Module):
             model = model.to(self.device).eval()
         self.model = model
         # Paths are used as given: the config's data root is for its annotation files.
         self.cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=None))
-        self.class_names = list(class_names)
+        self.tasks = list(tasks) if tasks else [Task("model", list(class_names))]
+        for task in self.tasks:
+            task.weights = {name: t.to(self.device) for name, t in task.weights.items()}
+        self.class_names = self.tasks[0].class_names
         self.dtype = autocast_dtype(cfg.train.precision, self.device)
+        self._current: Task | None = None  # the task whose tensors the model holds
+
+    @property
+    def multitask(self) -> bool:
+        """True when several tasks answer each input (results keyed by task name)."""
+        return len(self.tasks) > 1
 
     # ------------------------------------------------------------------------- construction
     @classmethod
@@ -164,7 +243,76 @@ class Predictor:
         state = ckpt.load_checkpoint(path)
         cfg = with_views(ckpt.checkpoint_config(state, path, tuple(overrides)), views)
         model = ckpt.model_from_checkpoint(state, path, cfg, pretrained)
-        return cls(model, cfg, state["class_names"], device)
+        task = Task(task_name(path), list(state["class_names"]), os.fspath(path))
+        return cls(model, cfg, task.class_names, device, tasks=[task])
+
+    @classmethod
+    def from_checkpoints(
+        cls, paths: Sequence[str | os.PathLike[str]] | dict[str, str | os.PathLike[str]], *,
+        pretrained: str | None = None, device: str = "auto", views: str | None = None,
+        overrides: Sequence[str] = (),
+    ) -> Predictor:
+        """Several checkpoints trained on the same frozen backbone, held as one model.
+
+        The backbone is loaded once (from the first checkpoint's config, or `pretrained`);
+        each task keeps its trainable tensors beside it. Every input is decoded once with the
+        first checkpoint's test-time data settings and answered by every task.
+
+        Args:
+            paths: the checkpoints; or task name -> checkpoint. Default names are the run
+                folders' (`runs/k400/best.pt` -> `k400`), repeats numbered (`k400-2`).
+            pretrained: backbone weights overriding the configs' `model.pretrained` (moved).
+            device: where to run.
+            views: CLIPSxCROPS overriding the configs' test views.
+            overrides: `section.key=value` changes to every checkpoint's config.
+
+        Raises:
+            CheckpointError: the backbone fingerprints differ (names both files and both
+                fingerprints), a checkpoint holds a fine-tuned whole model, or its tensors do
+                not fit the shared model.
+            ConfigError: the checkpoints' data settings for decoding, or their model
+                architectures, differ (names the key and both files).
+        """
+        if isinstance(paths, dict):
+            names, files = list(paths), [os.fspath(p) for p in paths.values()]
+        else:
+            files = [os.fspath(p) for p in paths]
+            names = unique_names([task_name(p) for p in files])
+        if not files:
+            raise UserError("no checkpoint given")
+        if len(files) == 1:
+            one = cls.from_checkpoint(files[0], pretrained=pretrained, device=device,
+                                      views=views, overrides=overrides)
+            one.tasks[0].name = names[0]
+            return one
+        states = [ckpt.load_checkpoint(f) for f in files]
+        cfgs = [with_views(ckpt.checkpoint_config(s, f, tuple(overrides)), views)
+                for s, f in zip(states, files)]
+        _check_shareable(files, states, cfgs)
+        model = ckpt.model_from_checkpoint(states[0], files[0], cfgs[0], pretrained)
+        model.requires_grad_(False)  # inference only; see `_use` for why it matters
+        trainable = model.trainable_state_dict()
+        own = {name: p for name, p in model.named_parameters() if name in trainable}
+        tasks = [Task(names[0], list(states[0]["class_names"]), files[0],
+                      {name: p.data for name, p in own.items()})]
+        for name, state, path in zip(names[1:], states[1:], files[1:]):
+            weights = state["model"]
+            missing = sorted(set(own) - set(weights))
+            unexpected = sorted(set(weights) - set(own))
+            if missing or unexpected:
+                raise CheckpointError(
+                    f"{path}: its trained tensors do not fit the model of {files[0]}: "
+                    f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+            for key, tensor in weights.items():
+                # Only the head's class count may differ between tasks.
+                if tensor.shape != own[key].shape and not (
+                        key.startswith("head.") and tensor.shape[1:] == own[key].shape[1:]):
+                    raise CheckpointError(
+                        f"{path}: {key} has shape {tuple(tensor.shape)}, but "
+                        f"{tuple(own[key].shape)} in {files[0]}")
+            tasks.append(Task(name, list(state["class_names"]), path,
+                              {k: weights[k].to(own[k].dtype) for k in own}))
+        return cls(model, cfgs[0], tasks[0].class_names, device, tasks=tasks)
 
     @classmethod
     def from_pretrained(cls, pretrained: str | os.PathLike[str], cfg: RunConfig, *,
@@ -188,20 +336,26 @@ class Predictor:
 
     # ------------------------------------------------------------------------- the model seam
     @torch.no_grad()
-    def probabilities(self, views: Tensor) -> Tensor:
-        """Softmax averaged over each video's views.
+    def task_probabilities(self, views: Tensor) -> dict[str, Tensor]:
+        """Each task's softmax averaged over each video's views.
 
         Args:
             views: (B, V, C, T, H, W) views of B videos (or windows).
 
         Returns:
-            float32 (B, K) on the CPU.
+            task name -> float32 (B, K_task) on the CPU.
         """
         if not self.class_names:
             raise UserError("this predictor has no classifier (an image backbone alone gives "
                             "features only); load a training checkpoint to classify")
-        logits = self._per_clip(self.model, views)
-        return logits.float().softmax(dim=-1).view(*views.shape[:2], -1).mean(dim=1).cpu()
+        logits = self._per_clip(self.model, views, self.tasks)
+        return {name: out.float().softmax(dim=-1).view(*views.shape[:2], -1).mean(dim=1).cpu()
+                for name, out in logits.items()}
+
+    def probabilities(self, views: Tensor) -> Tensor:
+        """The one task's softmax averaged over each video's views: float32 (B, K), CPU."""
+        self._single("probabilities (use task_probabilities)")
+        return self.task_probabilities(views)[self.tasks[0].name]
 
     @torch.no_grad()
     def clip_features(self, views: Tensor) -> Tensor:
@@ -220,18 +374,49 @@ class Predictor:
         if forward_features is None:
             raise UserError(f"features need a model with forward_features; "
                             f"{type(self.model).__name__} has none")
-        features = self._per_clip(forward_features, views).float()
-        return features.view(*views.shape[:2], -1).mean(dim=1).cpu()
+        self._single("features (each task's adapters give their own; load one checkpoint)")
+        [features] = self._per_clip(forward_features, views, self.tasks).values()
+        return features.float().view(*views.shape[:2], -1).mean(dim=1).cpu()
 
-    def _per_clip(self, fn: ClipModel, views: Tensor) -> Tensor:
-        """`fn` over the B·V clips in chunks of `eval.views_chunk`: (B·V, ...) outputs."""
+    def _single(self, what: str) -> None:
+        if self.multitask:
+            raise UserError(f"{what}: this predictor holds {len(self.tasks)} tasks "
+                            f"({', '.join(t.name for t in self.tasks)})")
+
+    def _use(self, task: Task) -> None:
+        """Puts `task`'s tensors into the model's parameters (no copy; nothing with one task).
+
+        Outside autocast on purpose: autocast caches the low-precision copy of a parameter
+        that requires grad, keyed by the parameter, for the whole autocast region, so a swap
+        inside one would reuse the previous task's copy. The shared model's parameters do not
+        require grad either (`from_checkpoints`).
+        """
+        if task is self._current or not task.weights:
+            return
+        parameters = dict(self.model.named_parameters())
+        for name, tensor in task.weights.items():
+            parameters[name].data = tensor
+        self._current = task
+
+    def _per_clip(self, fn: ClipModel, views: Tensor,
+                  tasks: Sequence[Task]) -> dict[str, Tensor]:
+        """`fn` of each task over the B·V clips in chunks of `eval.views_chunk`.
+
+        Each chunk is moved to the device once and run by every task in turn.
+
+        Returns:
+            task name -> (B·V, ...) outputs.
+        """
         clips = views.flatten(0, 1)  # (B·V, C, T, H, W)
-        out = []
+        out: dict[str, list[Tensor]] = {task.name: [] for task in tasks}
         for part in clips.split(self.cfg.eval.views_chunk):
-            with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
-                                enabled=self.dtype is not None):
-                out.append(fn(part.to(self.device, non_blocking=True)))
-        return torch.cat(out)
+            part = part.to(self.device, non_blocking=True)
+            for task in tasks:
+                self._use(task)
+                with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
+                                    enabled=self.dtype is not None):
+                    out[task.name].append(fn(part))
+        return {name: torch.cat(parts) for name, parts in out.items()}
 
     # ------------------------------------------------------------------------- whole videos
     def _batches(self, videos: Sequence[str], batch_size: int | None,
@@ -259,20 +444,26 @@ class Predictor:
             batch_size: videos per batch; default `eval.batch_size`.
             workers: decoding processes; default `data.num_workers`.
         """
-        k = min(top_k, len(self.class_names))
         for batch in self._batches(videos, batch_size, workers):
-            probs = self.probabilities(batch["video"])
-            top_p, top_i = probs.topk(k, dim=1)
+            probs_by_task = self.task_probabilities(batch["video"])
+            tops = {}
+            for task in self.tasks:
+                top_p, top_i = probs_by_task[task.name].topk(
+                    min(top_k, len(task.class_names)), dim=1)
+                tops[task.name] = [[(task.class_names[c], p) for c, p in zip(i, q)]
+                                   for i, q in zip(top_i.tolist(), top_p.tolist())]
             reasons = dict(batch["skipped"])
             out = []
             for j, index in enumerate(batch["index"].tolist()):
                 path = videos[index]
-                if batch["ok"][j]:
-                    top = [(self.class_names[c], p) for c, p in zip(top_i[j].tolist(),
-                                                                    top_p[j].tolist())]
-                    out.append(Prediction(path, True, top))
+                if not batch["ok"][j]:
+                    out.append(Prediction(path, False, [], reasons.get(path, "unreadable"),
+                                          tasks={} if self.multitask else None))
+                elif self.multitask:
+                    out.append(Prediction(path, True, [],
+                                          tasks={name: top[j] for name, top in tops.items()}))
                 else:
-                    out.append(Prediction(path, False, [], reasons.get(path, "unreadable")))
+                    out.append(Prediction(path, True, tops[self.tasks[0].name][j]))
             yield out
 
     def predict(self, videos: Sequence[str | os.PathLike[str]], top_k: int = 5, *,
@@ -355,21 +546,34 @@ class Predictor:
 
         Raises:
             VideoDecodeError: not a single window could be decoded.
+            UserError: the predictor holds several tasks (use `timelines`).
         """
+        self._single("timeline (use timelines)")
+        [timeline] = self.timelines(video, stride, window, batch_size=batch_size,
+                                    progress=progress).values()
+        return timeline
+
+    def timelines(self, video: str | os.PathLike[str], stride: float | None = None,
+                  window: float | None = None, *, batch_size: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> dict[str, Timeline]:
+        """Every task's `timeline` of a video, from one decoding pass: task name -> Timeline."""
         info = StreamInfo()
-        starts, ends, probs = [], [], []
+        starts: list[float] = []
+        ends: list[float] = []
+        probs: dict[str, list[np.ndarray]] = {task.name: [] for task in self.tasks}
         for windows, views in self._window_batches(video, stride, window, info, batch_size):
-            probs.append(self.probabilities(views).numpy())
+            for name, p in self.task_probabilities(views).items():
+                probs[name].append(p.numpy())
             starts += [w.start for w in windows]
             ends += [w.end for w in windows]
             if progress is not None:
                 progress(len(windows))
-        return Timeline(
-            path=os.fspath(video), class_names=self.class_names,
+        return {task.name: Timeline(
+            path=os.fspath(video), class_names=task.class_names,
             starts=np.array(starts, dtype=np.float64), ends=np.array(ends, dtype=np.float64),
-            probs=np.concatenate(probs) if probs else np.zeros((0, len(self.class_names)),
-                                                               np.float32),
-            fps=info.fps, note=info.note)
+            probs=(np.concatenate(probs[task.name]) if probs[task.name]
+                   else np.zeros((0, len(task.class_names)), np.float32)),
+            fps=info.fps, note=info.note) for task in self.tasks}
 
     def window_features(self, video: str | os.PathLike[str], stride: float | None = None,
                         window: float | None = None, *,
@@ -385,6 +589,40 @@ class Predictor:
             return VideoFeatures(os.fspath(video), False, np.zeros((0, 0), np.float32),
                                  error=err.reason)
         return VideoFeatures(os.fspath(video), True, np.concatenate(rows), spans, info.note)
+
+
+def _check_shareable(files: Sequence[str], states: Sequence[dict[str, Any]],
+                     cfgs: Sequence[RunConfig]) -> None:
+    """Checkpoints can share one backbone and one decoding: same backbone fingerprint, same
+    shared-model architecture, same test-time data settings (each against the first)."""
+    first, first_cfg = files[0], cfgs[0]
+    for path, state, cfg in zip(files, states, cfgs):
+        if cfg.model.full_finetune:
+            raise CheckpointError(f"{path}: a fine-tuned whole model (model.full_finetune) "
+                                  "shares no frozen backbone with other tasks; load it alone")
+    fingerprint = states[0]["backbone_fingerprint"]
+    for path, state, cfg in zip(files[1:], states[1:], cfgs[1:]):
+        if state["backbone_fingerprint"] != fingerprint:
+            raise CheckpointError(
+                f"{path} was trained on backbone {state['backbone_fingerprint']} "
+                f"({state['backbone_source']}), {first} on backbone {fingerprint} "
+                f"({states[0]['backbone_source']}): tasks on one backbone need checkpoints "
+                "trained on the same frozen weights; predict with them separately")
+        ours = first_cfg.aim_config(1)
+        theirs = cfg.aim_config(1)
+        for key in SHARED_MODEL_KEYS:
+            if getattr(theirs, key) != getattr(ours, key):
+                raise ConfigError(
+                    f"{path}: model.{key} is {getattr(theirs, key)!r}, but "
+                    f"{getattr(ours, key)!r} in {first}: tasks on one backbone need the same "
+                    "model architecture")
+        for key in DECODE_KEYS:
+            if getattr(cfg.data, key) != getattr(first_cfg.data, key):
+                raise ConfigError(
+                    f"{path}: data.{key} is {getattr(cfg.data, key)!r}, but "
+                    f"{getattr(first_cfg.data, key)!r} in {first}: tasks on one backbone share "
+                    f"the decoded clips, so their test-time data settings must agree "
+                    f"(predict with them separately)")
 
 
 def predict(inputs: Sequence[str | os.PathLike[str]], checkpoint: str | os.PathLike[str],

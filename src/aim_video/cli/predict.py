@@ -14,7 +14,8 @@ from tqdm import tqdm
 from aim_video.errors import UserError
 
 if TYPE_CHECKING:
-    from aim_video.predictor import Predictor
+    from aim_video.outputs import JsonlResults
+    from aim_video.predictor import Prediction, Predictor
 
 # Test hook: the process kills itself (SIGKILL, as a crash or an OOM kill would) after this
 # many batches have been written, so a test can resume from a known point.
@@ -42,10 +43,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Classify videos with a training checkpoint, using the checkpoint's test "
                     "views. With --out, results are appended to a JSONL file as they come and a "
                     "rerun skips the inputs already there. Unreadable videos are reported one "
-                    "line each on stderr; the exit status is 1 when any failed.",
+                    "line each on stderr; the exit status is 1 when any failed. Several "
+                    "--checkpoint options trained on the same backbone answer every video "
+                    "together, each task named by its run folder.",
     )
     add_input_arguments(parser)
-    parser.add_argument("--checkpoint", help="last.pt / best.pt of a run (--runtime torch)")
+    parser.add_argument("--checkpoint", action="append", metavar="PATH",
+                        help="last.pt / best.pt of a run (--runtime torch); repeat it for "
+                             "several tasks trained on one backbone, which then share it (each "
+                             "result gets 'tasks': {RUN_FOLDER_NAME: {top}})")
     parser.add_argument("--pretrained", metavar="PATH", help="backbone weights (if moved)")
     parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                         help="onnx: run a file from aim-video export on onnxruntime (CPU)")
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     results = JsonlResults(args.out) if args.out else None
     earlier_failures = 0
     if results is not None:
+        _check_same_tasks(results, predictor)
         earlier_failures = sum(1 for v in set(videos)
                                if v in results.done and not results.done[v]["ok"])
         todo = list(dict.fromkeys(v for v in videos if v not in results.done))
@@ -120,10 +127,10 @@ def _predictor(args: argparse.Namespace) -> Predictor:
     if args.runtime == "torch":
         if args.model is not None:
             raise UserError("--model names an exported file, which runs with --runtime onnx")
-        if args.checkpoint is None:
+        if not args.checkpoint:
             raise UserError("--checkpoint is required (or --runtime onnx --model MODEL.onnx)")
-        return Predictor.from_checkpoint(args.checkpoint, pretrained=args.pretrained,
-                                         device=args.device, views=args.views)
+        return Predictor.from_checkpoints(args.checkpoint, pretrained=args.pretrained,
+                                          device=args.device, views=args.views)
     from aim_video.export import onnx_predictor
 
     for option, value in (("--checkpoint", args.checkpoint), ("--pretrained", args.pretrained)):
@@ -137,7 +144,25 @@ def _predictor(args: argparse.Namespace) -> Predictor:
     return onnx_predictor(args.model, views=args.views)
 
 
-def _print(predictions: list, as_json: bool) -> None:
+def _check_same_tasks(results: JsonlResults, predictor: Predictor) -> None:
+    """A results file is continued by the same tasks: a rerun with other checkpoints would
+    skip inputs whose lines lack (or hold other) tasks' results."""
+    from aim_video.outputs import OutputError
+
+    wanted = sorted(t.name for t in predictor.tasks) if predictor.multitask else None
+    for record in results.done.values():
+        if not record.get("ok"):
+            continue
+        held = sorted(record["tasks"]) if "tasks" in record else None
+        if held != wanted:
+            what = f"tasks {', '.join(held)}" if held else "one model's results"
+            now = f"tasks {', '.join(wanted)}" if wanted else "one model"
+            raise OutputError(f"{results.path}: holds {what}, this run predicts with {now}; "
+                              "give another --out")
+        return
+
+
+def _print(predictions: list[Prediction], as_json: bool) -> None:
     if as_json:
         print(json.dumps({"videos": [p.to_dict() for p in predictions]}))
         return
@@ -145,7 +170,15 @@ def _print(predictions: list, as_json: bool) -> None:
         print(p.path)
         if not p.ok:
             print(f"  unreadable: {p.error}")
-            continue
-        width = max(len(name) for name, _ in p.top)
-        for rank, (name, prob) in enumerate(p.top, 1):
-            print(f"  {rank}. {name:<{width}}  {prob:.3f}")
+        elif p.tasks is None:
+            _print_top(p.top, "  ")
+        else:
+            for name, top in p.tasks.items():
+                print(f"  {name}:")
+                _print_top(top, "    ")
+
+
+def _print_top(top: list[tuple[str, float]], indent: str) -> None:
+    width = max(len(name) for name, _ in top)
+    for rank, (name, prob) in enumerate(top, 1):
+        print(f"{indent}{rank}. {name:<{width}}  {prob:.3f}")
