@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from aim_video.cli import main
 from aim_video.data import decode
 from aim_video.data import transforms as T
 from aim_video.data.decode import (
@@ -26,6 +27,7 @@ from aim_video.data.decode import (
     short_side_size,
 )
 from aim_video.data.prepare import prepared_size
+from aim_video.errors import UserError
 
 N_FRAMES, HEIGHT, WIDTH, GOP = 60, 48, 64, 12
 BITS = 8  # vertical bars, one per bit of the frame index
@@ -215,10 +217,23 @@ def test_decord_index_lists(videos, kind):
     assert scaled.shape == (len(indices), 24, 32, 3) and indices_of(scaled) == indices
 
 
-def test_decord_missing_is_a_clear_error(videos, monkeypatch):
+def test_decord_missing_is_a_clear_error(videos, monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "decord", None)  # import now raises ImportError
-    with pytest.raises(ImportError, match=r"pip install 'aim-video\[decord\]'"):
+    with pytest.raises(UserError, match=r"pip install 'aim-video\[decord\]'") as caught:
         open_video(videos["clip.mp4"], backend="decord")
+    assert isinstance(caught.value, ImportError)
+    # Said before looking at the file: a missing file is not what the user must fix first.
+    with pytest.raises(decode.BackendUnavailableError):
+        open_video(tmp_path / "missing.mp4", backend="decord")
+    # The command line prints it on one line (exit 2), not as a traceback nor as a bad file.
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{videos['clip.mp4']} 0\n")
+    code = main(["check-data", str(listing), "--backend", "decord", "--workers", "0"])
+    captured = capsys.readouterr()
+    assert code == 2 and "unreadable" not in captured.out
+    assert captured.err.strip().splitlines() == [
+        "aim-video check-data: error: the 'decord' backend needs decord: "
+        "pip install 'aim-video[decord]', or use the 'pyav' backend"]
 
 
 # ---------------------------------------------------------------- frame folders

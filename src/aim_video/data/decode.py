@@ -41,6 +41,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from aim_video.errors import UserError
+
 Backend = Literal["pyav", "decord", "frames"]
 BACKENDS: tuple[str, ...] = ("pyav", "decord", "frames")
 
@@ -102,6 +104,11 @@ class VideoDecodeError(RuntimeError):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
+
+
+class BackendUnavailableError(UserError, ImportError):
+    """A video backend whose optional dependency is not installed (the message says how to
+    install it). Not a bad file: every video would fail the same way."""
 
 
 def short_side_size(height: int, width: int, size: int, *, multiple: int = 1) -> tuple[int, int]:
@@ -580,13 +587,14 @@ class DecordReader(VideoReader):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
-        _check_file(Path(path))
         try:
             import decord
         except ImportError:
-            raise ImportError(
-                "the 'decord' backend needs decord: pip install 'aim-video[decord]'"
+            raise BackendUnavailableError(
+                "the 'decord' backend needs decord: pip install 'aim-video[decord]', "
+                "or use the 'pyav' backend"
             ) from None
+        _check_file(Path(path))
         self._decord = decord
         self._readers: dict[tuple[int, int], Any] = {}
         reader = self._open()
@@ -746,6 +754,7 @@ def open_video(
         VideoDecodeError: the file is missing, empty, not a video, or has no video frames; a
             directory without frame images where a video file was expected; a file where
             the 'frames' backend expected a folder.
+        BackendUnavailableError: the 'decord' backend without decord installed.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown video backend {backend!r}; expected one of {BACKENDS}")
