@@ -392,3 +392,79 @@ def test_the_decord_backend_needs_decord(monkeypatch):
                         lambda name, *a: None if name == "decord" else real(name, *a))
     with pytest.raises(ValueError, match=r"decord is not installed: pip install 'aim-video\[deco"):
         DataConfig(backend="decord")
+
+
+# ----------------------------------------------------------------------------- pinned numbers
+
+
+@pytest.fixture(scope="module")
+def png_videos(tmp_path_factory) -> list[str]:
+    """Three frame folders of PNGs (lossless: the decoded frames are the same everywhere), each
+    a left-to-right ramp with some texture, so that a flip shows."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("frames")
+    paths = []
+    for i, (height, width) in enumerate([(48, 64), (64, 48), (40, 56)]):
+        folder = root / f"v{i}"
+        folder.mkdir()
+        ramp = np.linspace(0, 180, width).reshape(1, width, 1)
+        base = ramp + np.random.default_rng(100 + i).integers(0, 60, (height, width, 3))
+        for t in range(12):
+            frame = np.clip(base + 9 * t, 0, 255).astype(np.uint8)
+            Image.fromarray(frame).save(folder / f"img_{t + 1:05d}.png")
+        paths.append(str(folder))
+    return paths
+
+
+PINNED = {
+    # settings -> per clip of the collated batch: (label, mean, column-weighted mean, one pixel)
+    "randaugment, jitter, erasing, 2 clips": (
+        {"randaugment_n": 2, "randaugment_m": 9, "color_jitter": 0.4, "random_erasing": 0.5,
+         "repeated_aug": 2},
+        [(0, 0.918318, 0.31475, -0.171828), (1, 0.142572, -0.074268, 0.105573),
+         (0, 1.349201, -0.398415, 1.930577), (0, 1.083019, -0.195932, 0.616574),
+         (2, 0.388046, 0.269217, -0.682829), (2, 0.666751, 0.199943, 0.236973)],
+    ),
+    "flip, jitter": (
+        {"color_jitter": 0.3},
+        [(0, 0.412086, 0.245167, -0.97483), (0, 1.17267, -0.410584, 1.915977),
+         (2, 1.043741, 0.231381, 0.222373)],
+    ),
+}
+
+
+def training_clips(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(video (N, C, T, H, W), labels (N,)) of a collated training batch, clips flattened."""
+    if "clip_labels" in batch:
+        return batch["video"].flatten(0, 1), batch["clip_labels"].flatten()
+    return batch["video"], batch["label"]
+
+
+def clip_summary(video: torch.Tensor) -> list[tuple[float, float, float]]:
+    """Per clip: mean, mean weighted by column (a flip changes it), the first pixel."""
+    columns = torch.linspace(-1, 1, video.shape[-1], dtype=torch.float64)
+    video = video.double()
+    return [
+        (float(clip.mean()), float((clip * columns).mean()), float(clip[0, 0, 0, 0]))
+        for clip in video
+    ]
+
+
+@pytest.mark.parametrize("name", PINNED)
+def test_a_training_batch_is_pinned_by_its_seed(png_videos, name):
+    """The numbers of a seeded training batch, recorded once: a refactoring of the pipeline or
+    the items must draw the same random numbers in the same order. Tolerance: a resize kernel
+    that rounds one uint8 level differently moves a normalised value by 1/66.63 = 0.015 (the
+    smallest CLIP std); a different draw (crop, flip, op, factor) moves these by far more."""
+    settings, expected = PINNED[name]
+    records = [VideoRecord(path, i) for i, path in enumerate(png_videos)]
+    config = DataConfig(backend="frames", frame_template="img_{:05d}.png", num_frames=4,
+                        frame_interval=2, input_size=32, short_side=40, resize_in_decoder=False,
+                        flip_label_map={0: 1, 1: 0}, num_workers=0, seed=7, **settings)
+    data = VideoDataset(Annotations(records, ["a", "b", "c"]), config)
+    data.set_epoch(2)
+    video, labels = training_clips(collate([data[i] for i in range(len(data))]))
+    summary = clip_summary(video)
+    assert labels.tolist() == [label for label, *_ in expected]
+    np.testing.assert_allclose(summary, [values for _, *values in expected], atol=0.015)
