@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
+from importlib import resources
 
 import pytest
 import torch
 
 from aim_video.cli import main
+from aim_video.engine.checkpoint import model_from_config
 from aim_video.engine.config import (
     ConfigError,
+    ModelConfig,
+    TrainConfig,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -19,7 +25,8 @@ from aim_video.engine.config import (
     with_views,
 )
 from aim_video.engine.distributed import resolve_device
-from aim_video.model import AIMViT
+from aim_video.model import AIMConfig, AIMViT, ViTConfig
+from aim_video.model.config import Adaptation
 from aim_video.model.vit import Recompute
 
 PAPER_PRESETS = [
@@ -101,9 +108,110 @@ def test_unknown_key_names_it_and_lists_the_valid_ones():
         load_config("k401")
 
 
-def test_mismatched_image_size_is_caught_before_anything_runs():
-    with pytest.raises(ConfigError, match="model image size 224 .* data.input_size 112"):
-        load_config("k400_vitb16_8f", ["data.input_size=112", "data.short_side=128"])
+def test_the_input_side_is_data_input_size_alone(tmp_path):
+    cfg = load_config("k400_vitb16_8f", ["data.input_size=112", "data.short_side=128"])
+    assert cfg.aim_config().vit.image_size == 112
+    # Older configs and checkpoints set it twice as model.image_size: accepted when equal, and
+    # no longer saved.
+    assert load_config("k400_vitb16_8f", ["model.image_size=224"]) == load_config("k400_vitb16_8f")
+    assert "image_size" not in config_to_dict(cfg)["model"]
+    with pytest.raises(ConfigError, match=r"^model\.image_size 224 differs from data\.input_size "
+                                          r"112: the model's input side is data\.input_size; set "
+                                          r"that and drop model\.image_size$"):
+        load_config("k400_vitb16_8f", ["data.input_size=112", "model.image_size=224"])
+    with pytest.raises(ConfigError, match=r"^the backbone \(model\.arch ViT-B/16, data\.input_size "
+                                          r"100\): image_size 100 is not a multiple of patch_size 16"):
+        load_config("k400_vitb16_8f", ["data.input_size=100"])
+
+
+@pytest.mark.parametrize("name", sorted(
+    p.name for p in (resources.files("aim_video") / "configs").iterdir() if p.name.endswith(".yaml")
+))
+def test_every_shipped_preset_file_loads_bases_included(name):
+    cfg = load_config(name.removesuffix(".yaml"))
+    assert cfg.aim_config(num_classes=10).vit.image_size == cfg.data.input_size
+
+
+def test_the_synthetic_preset_as_released_still_loads(tmp_path):
+    # Until the input side became data.input_size alone, synthetic_cpu said model.image_size: 32.
+    old = tmp_path / "old.yaml"
+    old.write_text("base: synthetic_cpu\nmodel:\n  image_size: 32\n")
+    assert load_config(old) == load_config("synthetic_cpu")
+
+
+# The AIMConfig fields a run config does not set as model.<field>, and where each comes from.
+DERIVED = {
+    "vit": "model.arch, with model.width/layers/heads/patch_size when set and data.input_size",
+    "num_frames": "data.num_frames",
+    "num_classes": "model.num_classes, else the train set's class count",
+    "grad_checkpointing": "train.grad_checkpointing",
+}
+VIT_DERIVED = {"image_size": "data.input_size", "mlp_ratio": "model.arch (4 in every CLIP tower)"}
+
+
+def _other_value(name: str, hint, default):
+    """A valid value of an Adaptation field that differs from its default."""
+    if name == "adapter_blocks":
+        return "top:1"
+    if typing.get_origin(hint) is typing.Literal:
+        return next(v for v in typing.get_args(hint) if v != default)
+    if hint is bool:
+        return not default
+    return default + 0.125  # the float settings
+
+
+def test_every_aim_config_field_is_one_setting():
+    hints = typing.get_type_hints(AIMConfig)
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    shared = [f for f in dataclasses.fields(AIMConfig) if f.name not in DERIVED]
+    assert {f.name for f in shared} <= model_fields, "an AIMConfig field the run cannot set"
+    assert {f.name for f in shared} == {f.name for f in dataclasses.fields(Adaptation)}
+    assert typing.get_type_hints(TrainConfig)["grad_checkpointing"] == hints["grad_checkpointing"]
+    vit_fields = {f.name for f in dataclasses.fields(ViTConfig)}
+    assert vit_fields == {"width", "layers", "heads", "patch_size"} | set(VIT_DERIVED)
+    assert {"width", "layers", "heads", "patch_size"} <= model_fields
+    # Each shared setting reaches the model under its own name.
+    for f in shared:
+        value = _other_value(f.name, hints[f.name], f.default)
+        cfg = load_config("synthetic_cpu", [f"model.{f.name}={value}"])
+        assert getattr(cfg.aim_config(num_classes=3), f.name) == value, f.name
+    # And each derived one from where DERIVED says.
+    cfg = load_config("synthetic_cpu", [
+        "model.width=64", "model.heads=2", "model.layers=3", "model.patch_size=4",
+        "data.input_size=16", "data.num_frames=3", "train.grad_checkpointing=mlp"])
+    aim = cfg.aim_config(num_classes=7)
+    assert aim.vit == ViTConfig(width=64, layers=3, heads=2, patch_size=4, image_size=16)
+    assert (aim.num_frames, aim.num_classes, aim.grad_checkpointing) == (3, 7, "mlp")
+    assert load_config("synthetic_cpu", ["model.num_classes=5"]).aim_config(7).num_classes == 5
+
+
+def test_the_model_is_built_with_the_train_configs_grad_checkpointing():
+    cfg = load_config("synthetic_cpu", ["model.width=64", "model.layers=2", "model.heads=2",
+                                        "train.grad_checkpointing=attention_mlp"])
+    model = model_from_config(cfg, 3)
+    assert model.cfg.grad_checkpointing == "attention_mlp"
+    assert model.transformer.recompute is Recompute.ATTENTION_MLP
+    off = model_from_config(load_config("synthetic_cpu", ["model.width=64", "model.layers=2",
+                                                          "model.heads=2"]), 3)
+    assert off.transformer.recompute is Recompute.NOTHING
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.scal=1", r"^unknown key model\.scal; valid keys of model: spatial, temporal, joint, "
+                     r".*, arch, width, "),
+    ("model.scale=big", r"^model\.scale: expected a number, got 'big'$"),
+    ("model.temporal_attention=flash",
+     r"^model\.temporal_attention: 'flash' is not one of 'sdpa', 'matmul'$"),
+    ("model.width=sixty", r"^model\.width: expected an integer, got 'sixty'$"),
+    ("model.adapter_blocks=top:9", r"^model: adapter_blocks 'top:9' is not one of all \| top:K"),
+    ("model.arch=ViT-X", r"^model\.arch: unknown arch 'ViT-X'; known: ViT-B/32, "),
+    ("train.grad_checkpointing=mpl", r"^train\.grad_checkpointing: expected true or false, got "
+                                     r"'mpl'; or 'mpl' is not one of 'nothing', 'mlp', "
+                                     r"'attention_mlp', 'blocks'$"),
+])
+def test_a_bad_model_setting_is_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("synthetic_cpu", [override])
 
 
 def test_yaml_file_with_a_base_and_a_saved_config_round_trip(tmp_path):
@@ -119,6 +227,12 @@ def test_yaml_file_with_a_base_and_a_saved_config_round_trip(tmp_path):
     save_config(cfg, saved)
     assert load_config(saved) == cfg
     assert config_from_dict(config_to_dict(cfg)) == cfg
+    # Every model setting, the inherited adaptation ones included, survives the trip.
+    changed = load_config(path, ["model.scale=0.25", "model.temporal_attention=matmul",
+                                 "model.adapter_blocks=top:2", "model.width=64", "model.heads=2",
+                                 "train.grad_checkpointing=mlp"])
+    assert config_from_dict(config_to_dict(changed)) == changed
+    assert config_to_dict(changed)["model"]["temporal_attention"] == "matmul"
 
 
 def test_with_views_changes_only_the_test_views():

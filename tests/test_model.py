@@ -1,10 +1,12 @@
 import inspect
+import typing
 
 import pytest
 import torch
 
 import aim_video
 from aim_video.model import AIMConfig, AIMViT, ViTConfig, get_arch, scaled_adapter_std
+from aim_video.model.config import ATTENTION_KERNELS, AttentionKernel, RecomputePolicy
 from aim_video.model.layers import frames_to_tracks, tracks_to_frames
 from aim_video.model.vit import Recompute
 from aim_video.weights import save_state_dict
@@ -191,3 +193,11 @@ def test_public_flags_are_keyword_only():
         params = list(inspect.signature(function).parameters.values())
         positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
         assert positional in (["arch"], ["model", "path"], ["path"]), function.__name__
+
+
+def test_the_config_names_every_recompute_policy_and_kernel():
+    # The config's Literal types are what settings are checked against; the model acts on them.
+    assert set(typing.get_args(RecomputePolicy)) == {policy.value for policy in Recompute}
+    assert ATTENTION_KERNELS == typing.get_args(AttentionKernel) == ("sdpa", "matmul")
+    for kernel in ATTENTION_KERNELS:
+        assert tiny(temporal_attention=kernel).temporal_attention == kernel

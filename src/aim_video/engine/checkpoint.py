@@ -200,7 +200,8 @@ def checkpoint_config(
 
 # ------------------------------------------------------------------------------------ model
 def model_from_config(cfg: RunConfig, num_classes: int | None = None) -> AIMViT:
-    """The model of a run with a random backbone, initialised from `train.seed`.
+    """The model of a run (as `RunConfig.aim_config` describes it) with a random backbone,
+    initialised from `train.seed`.
 
     The seed makes the random initialisation reproducible, so even a run trained with
     `allow_random_backbone` can be rebuilt for evaluation (its fingerprint then matches).

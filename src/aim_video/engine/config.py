@@ -27,74 +27,41 @@ import yaml
 from aim_video.data.dataset import DataConfig
 from aim_video.errors import UserError
 from aim_video.files import write_text_atomic
-from aim_video.model import AIMConfig, ViTConfig, get_arch
+from aim_video.model.config import AIMConfig, Adaptation, RecomputePolicy, get_arch
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
-RecomputePolicy = Literal["nothing", "mlp", "attention_mlp", "blocks"]  # aim_video.model Recompute
-AttentionKernel = Literal["sdpa", "matmul"]  # aim_video.model.config.ATTENTION_KERNELS
 
 
 class ConfigError(UserError, ValueError):
     """A config file or override that cannot be applied; the message names the key or file."""
 
 
-@dataclass
-class ModelConfig:
-    """The network: a named backbone (or explicit sizes for tiny models) and AIM's adaptation.
+# The backbone sizes `model` may set instead of the arch's (tiny test models); the input side is
+# `data.input_size`.
+VIT_SIZES = ("width", "layers", "heads", "patch_size")
 
-    The fields below `image_size` are `AIMConfig` fields; the clip length comes from
-    `data.num_frames` and gradient checkpointing from `train.grad_checkpointing`.
+
+@dataclass(frozen=True)
+class ModelConfig(Adaptation):
+    """The network: a named backbone (or explicit sizes for tiny models), its weights, and
+    AIM's adaptation.
+
+    The adaptation's settings (`spatial`, `scale`, `drop_path`, ...) are inherited from
+    `aim_video.model.config.Adaptation`, where they are defined once for `AIMConfig` too. The
+    rest of `AIMConfig` comes from other sections (see `RunConfig.aim_config`).
     """
 
     arch: str = "ViT-B/16"  # backbone, a key of aim_video.model.ARCHS
-    width: int | None = None  # override the variant's token width (tiny test models)
-    layers: int | None = None  # override the number of blocks
-    heads: int | None = None  # override the attention heads
-    patch_size: int | None = None  # override the patch side in pixels
-    image_size: int | None = None  # override the input side in pixels (= data.input_size)
+    width: int | None = None  # the token width instead of the arch's (tiny test models)
+    layers: int | None = None  # the number of blocks instead of the arch's
+    heads: int | None = None  # the attention heads instead of the arch's
+    patch_size: int | None = None  # the patch side in pixels instead of the arch's
     num_classes: int | None = None  # head size; None: the number of classes in the train set
-    spatial: bool = True  # S_Adapter after the spatial attention
-    temporal: bool = True  # temporal attention through the frozen weights + T_Adapter
-    joint: bool = True  # MLP_Adapter beside the frozen MLP
-    temporal_in: bool = False  # T_Adapter_in before the temporal attention (SSv2 presets)
-    temporal_embedding: bool = True  # learned per-frame embedding
-    full_finetune: bool = False  # train the whole backbone too
-    adapter_blocks: str = "all"  # all | top:K | bottom:K | every_other
-    bottleneck_ratio: float = 0.25  # adapter hidden width / width
-    adapter_init_std: float = 0.02  # adapters' fc1 init std (paper); see scaled_adapter_std
-    scale: float = 0.5  # joint adapter weight s (0.5 Kinetics/Diving-48, 1.0 SSv2)
-    drop_path: float = 0.2  # stochastic depth, rising linearly over depth
-    dropout: float = 0.5  # dropout before the head
-    temporal_attention: AttentionKernel = "sdpa"  # the temporal attention's kernel (AIMConfig)
     pretrained: str | None = None  # image backbone weights (CLIP .pt, open_clip, HF, ...)
     pretrained_format: str = "auto"  # format of `pretrained`; auto-detected by default
     allow_random_backbone: bool = False  # train a frozen backbone that was never loaded
     # Allow pickle (non-weights-only) loading of `pretrained` and `train.init_from`.
     trust_checkpoint: bool = False
-
-    def vit_config(self) -> ViTConfig:
-        """The backbone architecture: the named variant with any explicit overrides."""
-        base = get_arch(self.arch)
-        sizes = {
-            name: getattr(self, name)
-            for name in ("width", "layers", "heads", "patch_size", "image_size")
-            if getattr(self, name) is not None
-        }
-        return dataclasses.replace(base, **sizes)
-
-    def to_aim_config(self, num_frames: int, num_classes: int | None = None) -> AIMConfig:
-        """The model description for clips of `num_frames` frames.
-
-        Args:
-            num_frames: frames per clip (`data.num_frames`).
-            num_classes: head size when `self.num_classes` is None (from the data set).
-        """
-        classes = self.num_classes if self.num_classes is not None else num_classes
-        if classes is None:
-            raise ConfigError("model.num_classes is not set and no class count was given")
-        adapt = {f.name: getattr(self, f.name) for f in dataclasses.fields(AIMConfig)
-                 if f.name not in ("vit", "num_frames", "num_classes", "grad_checkpointing")}
-        return AIMConfig(vit=self.vit_config(), num_frames=num_frames, num_classes=classes, **adapt)
 
 
 @dataclass
@@ -137,6 +104,7 @@ class TrainConfig:
     channels_last: bool = False  # channels-last memory format for the patch convolution
     # Recompute activations in backward (memory for compute): false, true (= "blocks"), or a
     # policy: "mlp" (the MLP's hidden activation), "attention_mlp", "blocks" (whole blocks).
+    # The model receives it as AIMConfig.grad_checkpointing (RunConfig.aim_config).
     grad_checkpointing: bool | RecomputePolicy = False
     tensorboard: bool = True  # also log to TensorBoard when it is installed
     plots: bool = True  # write curves.png and confusion-matrix PNGs (matplotlib)
@@ -169,8 +137,38 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def aim_config(self, num_classes: int | None = None) -> AIMConfig:
-        """The model description, with the clip length taken from the data settings."""
-        return self.model.to_aim_config(self.data.num_frames, num_classes)
+        """The model description: every `AIMConfig` field comes from one setting.
+
+        `model`'s adaptation settings by name; the backbone from `model.arch` (and
+        `model.width`, ... when set) with `data.input_size` as its input side; the clip length
+        from `data.num_frames`; `train.grad_checkpointing`; and the head size from
+        `model.num_classes`, else `num_classes` (the data set's class count).
+
+        Raises:
+            ConfigError: no class count, or settings that make no model (the message names
+                the key).
+        """
+        model = self.model
+        classes = model.num_classes if model.num_classes is not None else num_classes
+        if classes is None:
+            raise ConfigError("model.num_classes is not set and no class count was given")
+        try:
+            arch = get_arch(model.arch)
+        except ValueError as err:
+            raise ConfigError(f"model.arch: {err}") from None
+        sizes = {name: value for name in VIT_SIZES if (value := getattr(model, name)) is not None}
+        try:
+            vit = dataclasses.replace(arch, image_size=self.data.input_size, **sizes)
+        except ValueError as err:  # e.g. an input side that is not a whole number of patches
+            given = [f"model.arch {model.arch}", *(f"model.{k} {v}" for k, v in sizes.items()),
+                     f"data.input_size {self.data.input_size}"]
+            raise ConfigError(f"the backbone ({', '.join(given)}): {err}") from None
+        adaptation = {f.name: getattr(model, f.name) for f in dataclasses.fields(Adaptation)}
+        try:
+            return AIMConfig(vit=vit, num_frames=self.data.num_frames, num_classes=classes,
+                             grad_checkpointing=self.train.grad_checkpointing, **adaptation)
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from None
 
 
 _SECTION_TYPES: dict[str, type] = typing.get_type_hints(RunConfig)  # section -> dataclass
@@ -345,7 +343,14 @@ def config_from_dict(
     for section in sections:
         if section not in _SECTION_TYPES:
             raise ConfigError(f"unknown section {section!r}; valid: {', '.join(_SECTION_TYPES)}")
+    image_size = sections.get("model", {}).pop("image_size", None)
     cfg = RunConfig(**{s: _section_from_dict(s, v) for s, v in sections.items()})
+    if image_size is not None and image_size != cfg.data.input_size:
+        # Older configs and presets set the input side twice; it is data.input_size alone now.
+        raise ConfigError(
+            f"model.image_size {image_size!r} differs from data.input_size "
+            f"{cfg.data.input_size}: the model's input side is data.input_size; set that and "
+            "drop model.image_size")
     validate(cfg)
     return cfg
 
@@ -412,12 +417,7 @@ def with_absolute_paths(cfg: RunConfig) -> RunConfig:
 
 def validate(cfg: RunConfig) -> None:
     """Cross-section checks that a single section cannot make."""
-    vit = cfg.model.vit_config()
-    if vit.image_size != cfg.data.input_size:
-        raise ConfigError(
-            f"model image size {vit.image_size} (arch {cfg.model.arch}) differs from "
-            f"data.input_size {cfg.data.input_size}; set model.image_size or data.input_size"
-        )
+    cfg.aim_config(num_classes=1)  # the model settings describe a model
     if cfg.optim.epochs < 1:
         raise ConfigError(f"optim.epochs must be >= 1, got {cfg.optim.epochs}")
     check_device_name(cfg.train.device, "train.device")

@@ -195,9 +195,8 @@ class Trainer:
                 f"model.num_classes is {num_classes} but {cfg.data.train} has "
                 f"{len(self.class_names)} classes"
             )
-        model = ckpt.model_from_config(cfg, num_classes)
+        model = ckpt.model_from_config(cfg, num_classes)  # train.grad_checkpointing included
         ckpt.load_backbone(model, cfg.model, training=True)
-        model.set_grad_checkpointing(cfg.train.grad_checkpointing)
         model.to(self.env.device)
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)

@@ -6,7 +6,9 @@ Named backbones are data (`ARCHS`); a tiny model for a CPU test is just another 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -69,21 +71,24 @@ def scaled_adapter_std(width: int) -> float:
     return 0.02 * (768 / width) ** 0.5
 
 
-ATTENTION_KERNELS = ("sdpa", "matmul")  # see AIMConfig.temporal_attention
+# How the temporal attention (T frames per sequence) is computed: "sdpa" (PyTorch's fused
+# kernels) or "matmul" (two batched matmuls, softmax in fp32), for kernels whose tiles are mostly
+# padding at T = 8. The same numbers either way; which is faster is per device.
+AttentionKernel = Literal["sdpa", "matmul"]
+ATTENTION_KERNELS: tuple[str, ...] = typing.get_args(AttentionKernel)
+
+# The names of `aim_video.model.vit.Recompute`'s policies (what each keeps is documented there).
+RecomputePolicy = Literal["nothing", "mlp", "attention_mlp", "blocks"]
 
 
 @dataclass(frozen=True)
-class AIMConfig:
-    """How the frozen image model becomes a video classifier, and what is trained.
+class Adaptation:
+    """How AIM adapts the frozen image model, and what is trained.
 
-    The default is the paper's AIM (spatial + temporal + joint adaptation on every block).
-    Setting `spatial`, `temporal` and `joint` all to False gives the frozen backbone with a
-    linear head; `full_finetune` makes every parameter trainable.
+    These are the `AIMConfig` fields that a run config's `model` section sets under the same
+    names (`model.scale`, ...): `aim_video.engine.config.ModelConfig` inherits them.
     """
 
-    vit: ViTConfig = field(default_factory=ViTConfig)  # the image backbone
-    num_frames: int = 8  # frames per clip T; the temporal embedding has this length
-    num_classes: int = 400  # size of the linear head
     spatial: bool = True  # S_Adapter (with skip) after the spatial attention
     temporal: bool = True  # temporal attention re-using the frozen attention + T_Adapter
     joint: bool = True  # MLP_Adapter parallel to the frozen MLP, scaled by `scale`
@@ -98,21 +103,36 @@ class AIMConfig:
     scale: float = 0.5  # s: the joint adapter's weight (0.5 Kinetics/Diving-48, 1.0 SSv2)
     drop_path: float = 0.2  # stochastic depth on temporal and joint branches, linear over depth
     dropout: float = 0.5  # dropout before the linear head
-    # What backward recomputes to save memory: False, True (whole blocks) or a `Recompute` name
-    # ("mlp", "attention_mlp", ...); `AIMViT.set_grad_checkpointing` changes it.
-    grad_checkpointing: bool | str = False
-    # How the temporal attention (T frames per sequence) is computed: "sdpa" (PyTorch's fused
-    # kernels) or "matmul" (two batched matmuls, softmax in fp32), for kernels whose tiles are
-    # mostly padding at T = 8. The same numbers either way; which is faster is per device.
-    temporal_attention: str = "sdpa"
+    temporal_attention: AttentionKernel = "sdpa"  # the temporal attention's kernel, see above
 
     def __post_init__(self) -> None:
-        self.adapted_blocks()  # validates adapter_blocks early
         if self.temporal_in and not self.temporal:
             raise ValueError("temporal_in needs temporal adaptation")
         if self.temporal_attention not in ATTENTION_KERNELS:
             raise ValueError(f"temporal_attention must be one of {ATTENTION_KERNELS}, "
                              f"got {self.temporal_attention!r}")
+
+
+@dataclass(frozen=True)
+class AIMConfig(Adaptation):
+    """How the frozen image model becomes a video classifier, and what is trained.
+
+    The default is the paper's AIM (spatial + temporal + joint adaptation on every block).
+    Setting `spatial`, `temporal` and `joint` all to False gives the frozen backbone with a
+    linear head; `full_finetune` makes every parameter trainable. The adaptation's fields are
+    `Adaptation`'s; these are the rest.
+    """
+
+    vit: ViTConfig = field(default_factory=ViTConfig)  # the image backbone
+    num_frames: int = 8  # frames per clip T; the temporal embedding has this length
+    num_classes: int = 400  # size of the linear head
+    # What backward recomputes to save memory: False, True (whole blocks) or a `Recompute` name
+    # ("mlp", "attention_mlp", ...); `AIMViT.set_grad_checkpointing` changes it.
+    grad_checkpointing: bool | RecomputePolicy = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.adapted_blocks()  # validates adapter_blocks early
 
     def replace(self, **changes) -> AIMConfig:
         """A copy with some fields changed (`vit` may be a variant name)."""
