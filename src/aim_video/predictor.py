@@ -219,6 +219,7 @@ class Predictor:
         self.class_names = self.tasks[0].class_names
         self.dtype = autocast_dtype(cfg.train.precision, self.device)
         self._current: Task | None = None  # the task whose tensors the model holds
+        self._swapped: dict[str, torch.nn.Parameter] | None = None  # what `_use` assigns to
 
     @property
     def multitask(self) -> bool:
@@ -393,9 +394,11 @@ class Predictor:
         """
         if task is self._current or not task.weights:
             return
-        parameters = dict(self.model.named_parameters())
+        if self._swapped is None:  # walking the module tree costs more than the swap itself
+            parameters = dict(self.model.named_parameters())
+            self._swapped = {name: parameters[name] for name in task.weights}
         for name, tensor in task.weights.items():
-            parameters[name].data = tensor
+            self._swapped[name].data = tensor
         self._current = task
 
     def _per_clip(self, fn: ClipModel, views: Tensor,
