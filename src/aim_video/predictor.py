@@ -291,7 +291,9 @@ class Predictor:
                 for s, f in zip(states, files)]
         _check_shareable(files, states, cfgs)
         model = ckpt.model_from_checkpoint(states[0], files[0], cfgs[0], pretrained)
-        model.requires_grad_(False)  # inference only; see `_use` for why it matters
+        # On the device first: the first task's tensors are the model's own, not a copy.
+        where = resolve_device(device)
+        model.to(where).requires_grad_(False)  # inference only; see `_use` for why it matters
         trainable = model.trainable_state_dict()
         own = {name: p for name, p in model.named_parameters() if name in trainable}
         tasks = [Task(names[0], list(states[0]["class_names"]), files[0],
@@ -313,7 +315,7 @@ class Predictor:
                         f"{tuple(own[key].shape)} in {files[0]}")
             tasks.append(Task(name, list(state["class_names"]), path,
                               {k: weights[k].to(own[k].dtype) for k in own}))
-        return cls(model, cfgs[0], tasks[0].class_names, device, tasks=tasks)
+        return cls(model, cfgs[0], tasks[0].class_names, where, tasks=tasks)
 
     @classmethod
     def from_pretrained(cls, pretrained: str | os.PathLike[str], cfg: RunConfig, *,
