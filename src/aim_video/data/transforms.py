@@ -8,10 +8,11 @@ once and applies them to every frame, so the frames of a clip stay consistent an
 is reproducible from its seed. Ops that need image statistics (autocontrast, equalize,
 contrast) compute them over the whole clip, per leading batch entry, for the same reason.
 
-The functional ops are pure; the small classes at the end hold their settings and chain
-them into the training and test pipelines of the AIM recipes (MMAction2 order: short-side
-resize -> RandomResizedCrop -> resize to the input size -> flip -> RandAugment ->
-colour jitter -> normalise -> random erasing).
+The functional ops are pure; the small classes at the end hold their settings and are the
+steps of the training and test pipelines of the AIM recipes. `TrainTransform.steps` is the one
+place that orders the training steps (MMAction2's order: short-side resize -> RandomResizedCrop
+to the input size -> flip -> RandAugment -> colour jitter -> normalise -> random erasing);
+`TrainTransform.split` cuts them into the loader's part and the training device's part.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -548,14 +549,54 @@ def random_erasing(
 # --------------------------------------------------------------------------- pipelines
 
 
+class Step(Protocol):
+    """One step of the training pipeline, on one clip and its label.
+
+    `apply` draws its random numbers from the clip's own generator, in a fixed order, and
+    draws nothing when it is switched off (zero strength or probability).
+    """
+
+    # Whether the step may run on the training device (`TrainTransform.split`): per-pixel work
+    # on clips that already share a size.
+    on_device: ClassVar[bool]
+
+    def apply(
+        self, clip: Tensor, label: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, int]:
+        """The clip and label after this step."""
+        ...
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Steps run in order on one clip, all drawing from the clip's generator."""
+
+    steps: tuple[Step, ...]
+
+    def __call__(
+        self, clip: Tensor, label: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, int]:
+        for step in self.steps:
+            clip, label = step.apply(clip, label, generator)
+        return clip, label
+
+
 @dataclass(frozen=True)
 class ShortSideResize:
     """Resize so that the short side is `size` pixels."""
 
     size: int  # short side after resizing
+    # Clips have their video's aspect ratio until they are cropped: they cannot be batched.
+    on_device: ClassVar[bool] = False
 
     def __call__(self, clip: Tensor) -> Tensor:
         return resize_short_side(clip, self.size)
+
+    def apply(
+        self, clip: Tensor, label: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, int]:
+        """Resize; draws nothing (a no-op when the decoder already scaled the frames)."""
+        return self(clip), label
 
 
 @dataclass(frozen=True)
@@ -565,11 +606,18 @@ class RandomResizedCrop:
     size: int  # output side
     area_range: tuple[float, float] = (0.08, 1.0)  # relative area of the crop
     ratio_range: tuple[float, float] = (3 / 4, 4 / 3)  # aspect (w/h) of the crop
+    on_device: ClassVar[bool] = False  # its input clips have their video's size
 
     def __call__(self, clip: Tensor, generator: torch.Generator | None) -> Tensor:
         height, width = clip.shape[-3:-1]
         box = random_resized_crop_box(height, width, self.area_range, self.ratio_range, generator)
         return resize(crop(clip, box), (self.size, self.size))
+
+    def apply(
+        self, clip: Tensor, label: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, int]:
+        """Crop and resize."""
+        return self(clip, generator), label
 
 
 @dataclass(frozen=True)
@@ -583,6 +631,7 @@ class RandomHorizontalFlip:
 
     prob: float = 0.5  # chance of mirroring
     label_map: Mapping[int, int] | None = None  # class -> class of the mirrored clip
+    on_device: ClassVar[bool] = True
 
     def __call__(
         self, clip: Tensor, label: int, generator: torch.Generator | None
@@ -593,6 +642,12 @@ class RandomHorizontalFlip:
             label = self.label_map.get(label, label)
         return hflip(clip), label
 
+    def apply(
+        self, clip: Tensor, label: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, int]:
+        """Mirror (or not), mapping the label of a mirrored clip."""
+        return self(clip, label, generator)
+
 
 @dataclass(frozen=True)
 class RandAugment:
@@ -602,11 +657,20 @@ class RandAugment:
     magnitude: float  # strength (M) on a 0..10 scale
     prob: float = 0.5  # chance each drawn op is applied
     magnitude_std: float = 0.5  # per-op magnitude noise
+    # Every clip draws other ops, so a batch gains nothing from the device: the loader's
+    # workers run it in parallel instead.
+    on_device: ClassVar[bool] = False
 
     def __call__(self, clip: Tensor, generator: torch.Generator | None) -> Tensor:
         return rand_augment(
             clip, self.num_ops, self.magnitude, generator, self.prob, self.magnitude_std
         )
+
+    def apply(
+        self, clip: Tensor, label: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, int]:
+        """Apply the drawn ops."""
+        return self(clip, generator), label
 
 
 @dataclass(frozen=True)
@@ -617,11 +681,18 @@ class ColorJitter:
     contrast: float = 0.0  # factor range 1 +- contrast
     saturation: float = 0.0  # factor range 1 +- saturation
     hue: float = 0.0  # hue shift range +- hue turns
+    on_device: ClassVar[bool] = True
 
     def __call__(self, clip: Tensor, generator: torch.Generator | None) -> Tensor:
         return color_jitter(
             clip, self.brightness, self.contrast, self.saturation, self.hue, generator
         )
+
+    def apply(
+        self, clip: Tensor, label: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, int]:
+        """Jitter the colours."""
+        return self(clip, generator), label
 
 
 @dataclass(frozen=True)
@@ -630,9 +701,16 @@ class Normalize:
 
     mean: tuple[float, float, float] = CLIP_MEAN  # per channel, 0-255 scale
     std: tuple[float, float, float] = CLIP_STD  # per channel, 0-255 scale
+    on_device: ClassVar[bool] = True
 
     def __call__(self, clip: Tensor) -> Tensor:
         return normalize(clip, self.mean, self.std)
+
+    def apply(
+        self, clip: Tensor, label: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, int]:
+        """uint8 (T, H, W, C) -> float (C, T, H, W); draws nothing."""
+        return self(clip), label
 
 
 @dataclass(frozen=True)
@@ -640,16 +718,24 @@ class RandomErasing:
     """`random_erasing` with a fixed probability."""
 
     prob: float = 0.25  # chance of erasing a clip
+    on_device: ClassVar[bool] = True
 
     def __call__(self, video: Tensor, generator: torch.Generator | None) -> Tensor:
         return random_erasing(video, self.prob, generator)
+
+    def apply(
+        self, clip: Tensor, label: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, int]:
+        """Erase (or not) a rectangle of the normalised clip."""
+        return self(clip, generator), label
 
 
 @dataclass(frozen=True)
 class TrainTransform:
     """The training pipeline: uint8 (T, H, W, C) + label -> float (C, T, S, S) + label.
 
-    Steps that are switched off (zero strength or probability) draw no random numbers.
+    The settings of every step; `steps` puts them in order. Steps that are switched off (zero
+    strength or probability) draw no random numbers.
     """
 
     short_side: int = 256  # short side before the random crop
@@ -660,20 +746,39 @@ class TrainTransform:
     normalize: Normalize = field(default_factory=Normalize)
     erasing: RandomErasing | None = None  # None: off
 
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The steps that are on, in the order they run."""
+        steps = (
+            ShortSideResize(self.short_side),
+            self.crop,
+            self.flip,
+            self.randaugment,
+            self.jitter,
+            self.normalize,
+            self.erasing,
+        )
+        return tuple(step for step in steps if step is not None)
+
+    def split(self, device: bool) -> tuple[Pipeline, Pipeline]:
+        """The host's steps (the loader's workers) and the training device's (`on_device`).
+
+        Without `device` the host runs everything. With it the device takes the longest tail
+        of steps that can run there: from the flip on, or from the colour jitter on when
+        RandAugment (host only) follows the flip, whose mirrored clip its geometric ops need.
+        Run on the same generator one after the other, the two parts draw exactly what the
+        whole pipeline draws.
+        """
+        steps = self.steps
+        cut = len(steps)
+        while device and cut > 0 and steps[cut - 1].on_device:
+            cut -= 1
+        return Pipeline(steps[:cut]), Pipeline(steps[cut:])
+
     def __call__(
         self, clip: Tensor, label: int, generator: torch.Generator | None
     ) -> tuple[Tensor, int]:
-        clip = resize_short_side(clip, self.short_side)
-        clip = self.crop(clip, generator)
-        clip, label = self.flip(clip, label, generator)
-        if self.randaugment is not None:
-            clip = self.randaugment(clip, generator)
-        if self.jitter is not None:
-            clip = self.jitter(clip, generator)
-        video = self.normalize(clip)
-        if self.erasing is not None:
-            video = self.erasing(video, generator)
-        return video, label
+        return Pipeline(self.steps)(clip, label, generator)
 
 
 @dataclass(frozen=True)
