@@ -49,6 +49,7 @@ from aim_video.data.annotations import Annotations, VideoRecord, load_annotation
 from aim_video.data.dataset import (
     DataConfig,
     DeviceAugment,
+    TrainItem,
     VideoDataset,
     build_sampling,
     collate,
@@ -144,7 +145,7 @@ class DecordClips(Dataset):
     def __len__(self) -> int:
         return len(self.inner)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> TrainItem:
         import decord
 
         rng = self.inner.rng(index)
@@ -154,7 +155,7 @@ class DecordClips(Dataset):
         indices = self.sampling.train(len(reader), rng)
         clip = torch.from_numpy(reader.get_batch(indices.tolist()).asnumpy())  # (T, H, W, 3)
         video, label = self.inner.train_transform(clip, 0, generator)
-        return {"video": video, "label": label, "index": index, "ok": True, "skipped": []}
+        return TrainItem(video[None], torch.tensor([label]), index)  # K = 1 clip
 
 
 def _cpu_seconds() -> float:
@@ -172,7 +173,7 @@ def measure(dataset: Dataset, workers: int, clips_per_item: int) -> tuple[float,
     cpu, start = _cpu_seconds(), time.perf_counter()
     clips = 0
     for batch in loader:
-        clips += len(batch["video"]) * clips_per_item
+        clips += len(batch.video) * clips_per_item
     wall = time.perf_counter() - start
     return clips / wall, 1000 * (_cpu_seconds() - cpu) / clips
 
@@ -265,10 +266,8 @@ def measure_device_share(
     """Clips per second of `DeviceAugment` on one batch, on the GPU when there is one."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = collate([dataset[i % len(dataset)] for i in range(batch_size)])
-    video, labels, states = batch["video"].to(device), batch["label"], batch["aug_state"]
-    if "clip_labels" in batch:  # (B, K, ...) -> (B·K, ...), as the trainer does
-        video, states = video.flatten(0, 1), states.flatten(0, 1)
-        labels = batch["clip_labels"].flatten()
+    video, labels, states = batch.clips()  # (B·K, ...), as the trainer does
+    video = video.to(device)
     finish = DeviceAugment(dataset.train_transform)
     seconds = []
     for _ in range(5):

@@ -16,7 +16,10 @@ from aim_video.data.annotations import Annotations, VideoRecord
 from aim_video.data.dataset import (
     DataConfig,
     DataError,
+    TrainBatch,
+    TrainItem,
     VideoDataset,
+    ViewsItem,
     build_dataset,
     collate,
 )
@@ -92,9 +95,10 @@ def test_train_item_shapes(files, sampling):
     data = make_dataset(files, GOOD, sampling=sampling)
     for index in range(len(data)):
         item = data[index]
-        assert item["video"].shape == (3, 4, 32, 32) and item["video"].dtype == torch.float32
-        assert item["label"] == index and item["index"] == index
-        assert item["ok"] is True and item["skipped"] == []
+        assert isinstance(item, TrainItem)
+        assert item.video.shape == (1, 3, 4, 32, 32) and item.video.dtype == torch.float32
+        assert item.labels.tolist() == [index] and item.index == index
+        assert item.skipped == [] and item.aug_state is None
 
 
 @pytest.mark.parametrize("sampling", ["dense", "uniform"])
@@ -110,15 +114,15 @@ def test_test_item_holds_every_view(files, sampling, crops):
 def test_repeated_augmentation_stacks_k_clips_of_one_video(files):
     data = make_dataset(files, GOOD, repeated_aug=3, flip_label_map={0: 1})
     item = data[0]
-    assert item["video"].shape == (3, 3, 4, 32, 32)
-    assert item["clip_labels"].shape == (3,)
-    assert set(item["clip_labels"].tolist()) <= {0, 1}
-    assert not torch.equal(item["video"][0], item["video"][1])  # independent draws
+    assert item.video.shape == (3, 3, 4, 32, 32)
+    assert item.labels.shape == (3,) and item.labels.dtype == torch.int64
+    assert set(item.labels.tolist()) <= {0, 1}
+    assert not torch.equal(item.video[0], item.video[1])  # independent draws
 
 
 def test_resizing_after_decoding_gives_the_same_shapes(files):
     data = make_dataset(files, GOOD, resize_in_decoder=False)
-    assert data[1]["video"].shape == (3, 4, 32, 32)
+    assert data[1].video.shape == (1, 3, 4, 32, 32)
     data = make_dataset(files, GOOD, mode="test", resize_in_decoder=False)
     assert data[1]["video"].shape == (6, 3, 4, 32, 32)
 
@@ -148,16 +152,16 @@ def test_short_video_loops_its_frames(files):
 
 
 def test_item_is_fixed_by_seed_epoch_and_index(files):
-    first = make_dataset(files, GOOD)[0]["video"]
-    assert torch.equal(make_dataset(files, GOOD)[0]["video"], first)  # a fresh dataset
-    other_seed = make_dataset(files, GOOD, seed=1)[0]["video"]
+    first = make_dataset(files, GOOD)[0].video
+    assert torch.equal(make_dataset(files, GOOD)[0].video, first)  # a fresh dataset
+    other_seed = make_dataset(files, GOOD, seed=1)[0].video
     assert not torch.equal(other_seed, first)
     data = make_dataset(files, GOOD)
     data.set_epoch(1)
     assert data.epoch == 1
-    assert not torch.equal(data[0]["video"], first)
+    assert not torch.equal(data[0].video, first)
     data.set_epoch(0)
-    assert torch.equal(data[0]["video"], first)
+    assert torch.equal(data[0].video, first)
 
 
 def test_test_mode_is_deterministic_across_epochs(files):
@@ -179,10 +183,10 @@ def test_train_mode_replaces_bad_files_and_reports_them(files, caplog):
         for _ in range(2):  # two passes: each bad file is warned about once only
             for index in range(len(data)):
                 item = data[index]
-                assert item["ok"] is True and item["index"] in good_indices
-                assert torch.isfinite(item["video"]).all()
-                assert item["label"] == item["index"]
-                skipped += item["skipped"]
+                assert item.index in good_indices
+                assert torch.isfinite(item.video).all()
+                assert item.labels.tolist() == [item.index]
+                skipped += item.skipped
             data.set_epoch(data.epoch + 1)
     reasons = dict(skipped)
     assert set(reasons) == {files[name] for name in BAD}
@@ -198,8 +202,8 @@ def test_replacement_is_deterministic(files):
     names = ("wide",) + BAD + ("tall",)
     first = make_dataset(files, names)[2]
     again = make_dataset(files, names)[2]
-    assert first["index"] == again["index"] and first["skipped"] == again["skipped"]
-    assert torch.equal(first["video"], again["video"])
+    assert first.index == again.index and first.skipped == again.skipped
+    assert torch.equal(first.video, again.video)
 
 
 def test_train_mode_gives_up_on_a_data_set_of_bad_files(files):
@@ -255,9 +259,9 @@ def test_decoder_errors_of_any_library_make_a_bad_file(files, monkeypatch, error
     real = dataset_module.open_video
     monkeypatch.setattr(dataset_module, "open_video", flaky)
     item = make_dataset(files, ("wide", "tall"))[0]
-    assert item["skipped"][0][0] == files["wide"]
-    assert type(error).__name__ in item["skipped"][0][1]
-    assert item["index"] == 1
+    assert item.skipped[0][0] == files["wide"]
+    assert type(error).__name__ in item.skipped[0][1]
+    assert item.index == 1
 
 
 def test_test_mode_flags_bad_files_with_a_zero_video(files):
@@ -275,16 +279,33 @@ def test_test_mode_flags_bad_files_with_a_zero_video(files):
 
 def test_collate_stacks_and_concatenates():
     items = [
-        {"video": torch.ones(3, 2, 4, 4) * i, "label": i, "index": 10 + i, "ok": i != 1,
-         "skipped": [(f"bad{i}.mp4", "why")] if i else []}
+        ViewsItem(video=torch.ones(2, 3, 2, 4, 4) * i, label=i, index=10 + i, ok=i != 1,
+                  skipped=[(f"bad{i}.mp4", "why")] if i else [])
         for i in range(3)
     ]
     batch = collate(items)
-    assert batch["video"].shape == (3, 3, 2, 4, 4)
+    assert batch["video"].shape == (3, 2, 3, 2, 4, 4)
     assert batch["label"].tolist() == [0, 1, 2] and batch["label"].dtype == torch.int64
     assert batch["index"].tolist() == [10, 11, 12]
     assert batch["ok"].tolist() == [True, False, True] and batch["ok"].dtype == torch.bool
     assert batch["skipped"] == [("bad1.mp4", "why"), ("bad2.mp4", "why")]
+
+
+def test_collate_stacks_training_items_and_flattens_their_clips():
+    items = [
+        TrainItem(video=torch.ones(2, 3, 2, 4, 4) * i, labels=torch.tensor([i, 5 + i]),
+                  index=10 + i, skipped=[(f"bad{i}.mp4", "why")] if i else [])
+        for i in range(3)
+    ]
+    batch = collate(items)
+    assert isinstance(batch, TrainBatch) and batch.aug_state is None
+    assert batch.video.shape == (3, 2, 3, 2, 4, 4) and batch.labels.shape == (3, 2)
+    assert batch.index.tolist() == [10, 11, 12]
+    assert batch.skipped == [("bad1.mp4", "why"), ("bad2.mp4", "why")]
+    video, labels, states = batch.clips()  # item-major: item 0's clips, then item 1's...
+    assert video.shape == (6, 3, 2, 4, 4) and states is None
+    assert labels.tolist() == [0, 5, 1, 6, 2, 7]
+    assert video[:, 0, 0, 0, 0].tolist() == [0, 0, 1, 1, 2, 2]
 
 
 def test_data_loader_with_workers_end_to_end(files):
@@ -292,12 +313,11 @@ def test_data_loader_with_workers_end_to_end(files):
     train = make_dataset(files, names)
     loader = DataLoader(train, batch_size=3, num_workers=2, collate_fn=collate)
     batches = list(loader)
-    assert [b["video"].shape for b in batches] == [(3, 3, 4, 32, 32)] * 2
-    assert all(b["ok"].all() for b in batches)
-    skipped = {path for b in batches for path, _ in b["skipped"]}
+    assert [b.video.shape for b in batches] == [(3, 1, 3, 4, 32, 32)] * 2
+    skipped = {path for b in batches for path, _ in b.skipped}
     assert skipped == {files["missing"], files["empty"], files["cut"]}
     # The workers draw exactly what the main process draws.
-    assert torch.equal(batches[0]["video"][0], train[0]["video"])
+    assert torch.equal(batches[0].video[0], train[0].video)
 
     test = make_dataset(files, names, mode="test", test_crops=1)
     batch = next(iter(DataLoader(test, batch_size=6, num_workers=2, collate_fn=collate)))
@@ -309,11 +329,11 @@ def test_set_epoch_reaches_persistent_workers(files):
     data = make_dataset(files, GOOD)
     loader = DataLoader(data, batch_size=3, num_workers=2, collate_fn=collate,
                         persistent_workers=True)
-    epoch0 = next(iter(loader))["video"]
+    epoch0 = next(iter(loader)).video
     data.set_epoch(1)
-    epoch1 = next(iter(loader))["video"]
+    epoch1 = next(iter(loader)).video
     assert not torch.equal(epoch0, epoch1)
-    assert torch.equal(epoch1[0], data[0]["video"])
+    assert torch.equal(epoch1[0], data[0].video)
 
 
 # ----------------------------------------------------------------------------- config
@@ -326,7 +346,7 @@ def test_build_dataset_reads_the_split_annotation_file(files, tmp_path):
                      num_frames=4, frame_interval=2, input_size=32, short_side=40)
     train = build_dataset(cfg, "train")
     assert train.mode == "train" and len(train) == 2
-    assert train[1]["label"] == 1 and train[1]["video"].shape == (3, 4, 32, 32)
+    assert train[1].labels.tolist() == [1] and train[1].video.shape == (1, 3, 4, 32, 32)
     assert build_dataset(cfg, "test").mode == "test"
     with pytest.raises(DataError, match="no annotation file for the val split: set data.val"):
         build_dataset(cfg, "val")
@@ -434,13 +454,6 @@ PINNED = {
 }
 
 
-def training_clips(batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(video (N, C, T, H, W), labels (N,)) of a collated training batch, clips flattened."""
-    if "clip_labels" in batch:
-        return batch["video"].flatten(0, 1), batch["clip_labels"].flatten()
-    return batch["video"], batch["label"]
-
-
 def clip_summary(video: torch.Tensor) -> list[tuple[float, float, float]]:
     """Per clip: mean, mean weighted by column (a flip changes it), the first pixel."""
     columns = torch.linspace(-1, 1, video.shape[-1], dtype=torch.float64)
@@ -464,7 +477,7 @@ def test_a_training_batch_is_pinned_by_its_seed(png_videos, name):
                         flip_label_map={0: 1, 1: 0}, num_workers=0, seed=7, **settings)
     data = VideoDataset(Annotations(records, ["a", "b", "c"]), config)
     data.set_epoch(2)
-    video, labels = training_clips(collate([data[i] for i in range(len(data))]))
+    video, labels, _ = collate([data[i] for i in range(len(data))]).clips()  # (B·K, ...)
     summary = clip_summary(video)
     assert labels.tolist() == [label for label, *_ in expected]
     np.testing.assert_allclose(summary, [values for _, *values in expected], atol=0.015)

@@ -67,17 +67,8 @@ def test_device_augmentation_equals_the_host_pipeline(videos, overrides):
     for epoch in range(3):
         host.set_epoch(epoch)
         device.set_epoch(epoch)
-        expected = collate([host[i] for i in range(len(host))])
-        shipped = collate([device[i] for i in range(len(device))])
-        video, states = shipped["video"], shipped["aug_state"]
-        if "clip_labels" in shipped:
-            labels_in = shipped["clip_labels"].flatten()
-            video, states = video.flatten(0, 1), states.flatten(0, 1)  # (B·K, ...)
-            wanted_video = expected["video"].flatten(0, 1)
-            wanted_labels = expected["clip_labels"].flatten()
-        else:
-            labels_in, wanted_video, wanted_labels = shipped["label"], *(
-                expected[k] for k in ("video", "label"))
+        wanted_video, wanted_labels, _ = collate([host[i] for i in range(len(host))]).clips()
+        video, labels_in, states = collate([device[i] for i in range(len(device))]).clips()
         assert video.dtype == torch.uint8 and video.shape[1:] == (4, 32, 32, 3)
         out, labels = finish(video, labels_in, states)
         assert out.dtype == torch.float32 and out.shape == wanted_video.shape
@@ -93,11 +84,7 @@ def test_device_augmentation_keeps_host_tensors_out_of_device_work(videos, overr
     # The meta device refuses host tensors as a GPU does (a host tensor in device work crashed
     # GPU training once): the batch and its labels must come out on the video's device.
     data = dataset(videos, device_augment=True, **overrides)
-    shipped = collate([data[i] for i in range(3)])
-    video, states, labels = shipped["video"], shipped["aug_state"], shipped["label"]
-    if "clip_labels" in shipped:  # (B, K, ...) -> (B·K, ...)
-        video, states = video.flatten(0, 1), states.flatten(0, 1)
-        labels = shipped["clip_labels"].flatten()
+    video, labels, states = collate([data[i] for i in range(3)]).clips()  # (B·K, ...)
     out, new_labels = DeviceAugment(data.train_transform)(video.to("meta"), labels, states)
     assert out.device.type == new_labels.device.type == "meta"
     assert out.shape == (len(video), 3, 4, 32, 32)
@@ -105,12 +92,12 @@ def test_device_augmentation_keeps_host_tensors_out_of_device_work(videos, overr
 
 def test_device_items_ship_uint8_crops_and_generator_states(videos):
     item = dataset(videos, device_augment=True)[0]
-    assert item["video"].dtype == torch.uint8 and item["video"].shape == (4, 32, 32, 3)
-    assert item["aug_state"].dtype == torch.uint8 and item["aug_state"].shape == (5056,)
+    assert item.video.dtype == torch.uint8 and item.video.shape == (1, 4, 32, 32, 3)
+    assert item.aug_state.dtype == torch.uint8 and item.aug_state.shape == (1, 5056)
     item = dataset(videos, device_augment=True, repeated_aug=2)[1]
-    assert item["video"].shape == (2, 4, 32, 32, 3) and item["aug_state"].shape == (2, 5056)
+    assert item.video.shape == (2, 4, 32, 32, 3) and item.aug_state.shape == (2, 5056)
     batch = collate([item, item])
-    assert batch["aug_state"].shape == (2, 2, 5056)
+    assert batch.aug_state.shape == (2, 2, 5056)
     # Test items are never device-augmented: the evaluator wants finished views.
     config = DataConfig(num_frames=4, input_size=32, short_side=36, device_augment=True)
     test = VideoDataset(Annotations([VideoRecord(videos[0], 0)], ["a"]), config, mode="test")
@@ -142,7 +129,7 @@ class Spy:
 def test_repeated_augmentation_decodes_each_video_once(videos, monkeypatch):
     spy = Spy(monkeypatch)
     item = dataset(videos, repeated_aug=4, frame_interval=5)[0]
-    assert item["video"].shape == (4, 3, 4, 32, 32)
+    assert item.video.shape == (4, 3, 4, 32, 32)
     assert spy.opens == 1 and len(spy.reads) == 1
     indices, _ = spy.reads[0]
     assert len(indices) == 16  # 4 clips x 4 frames in the one call

@@ -3,21 +3,22 @@
 One item is one video. Its frames are decoded once (all clips' frames in one reader
 call), split into clips, and transformed:
 
-* train: `(C, T, H, W)`, or `(K, C, T, H, W)` with `repeated_aug = K > 1`: K clips of the
-  same video, each with its own frames and augmentation, decoded in one reader call (the frames
-  of all K clips are sorted and read in one pass, so K clips cost one open and one seek per
-  keyframe span rather than K). An epoch still visits each video once: it holds K clips per
-  video, a loader batch of B items holds B * K clips, and an epoch has as many optimiser steps
-  as with K = 1 but K times the clips (and K times fewer distinct videos per step).
-  `label` is the label after augmentation (a flip with `flip_label_map` may change it); with
-  K > 1 it is the video's label and `clip_labels` (K,) holds each clip's own;
-* train with `device_augment`: the host stops once clips can be batched and ships uint8
-  `(T, S, S, 3)` (or `(K, T, S, S, 3)`) with `aug_state` (the state of each clip's generator,
-  uint8 `(5056,)` or `(K, 5056)`); `DeviceAugment` then runs the rest on the training device
-  (see there) and gives exactly what the host would have. `label`/`clip_labels` are then the
-  labels before that part (a device flip may still map them);
-* test: `(V, C, T, H, W)`, the `V = test_clips * test_crops` views of the video, clip-major
-  (clip 0 crop 0, clip 0 crop 1, ...).
+* train: a `TrainItem` of K clips of the video, K = `repeated_aug` (1 by default), each with its
+  own frames and augmentation, decoded in one reader call (the frames of all K clips are sorted
+  and read in one pass, so K clips cost one open and one seek per keyframe span rather than K).
+  An epoch still visits each video once: it holds K clips per video, a loader batch of B items
+  holds B * K clips, and an epoch has as many optimiser steps as with K = 1 but K times the clips
+  (and K times fewer distinct videos per step). Each clip has its own label (K,): a flip with
+  `flip_label_map` may change it. The clips run the host's part of the training pipeline
+  (`TrainTransform.split`): all of it, giving float `(K, C, T, S, S)`; with `device_augment`
+  the part up to where clips can be batched, giving uint8 `(K, T, S, S, 3)` and each clip's
+  generator state, from which `DeviceAugment` runs the rest on the training device and gives
+  exactly what the host would have;
+* test: a `ViewsItem`, the `V = test_clips * test_crops` views of the video `(V, C, T, S, S)`,
+  clip-major (clip 0 crop 0, clip 0 crop 1, ...). Views items and batches are typed dicts: the
+  evaluator, the predictor and the report read them by key.
+
+`collate` stacks either kind into its batch (`TrainBatch`, `ViewsBatch`).
 
 Randomness comes only from `(cfg.seed, epoch, index)`, never from global state or the
 worker, so a resumed run, a different worker count or a re-run draws the same samples. Each
@@ -26,8 +27,7 @@ clip of an item has its own `torch.Generator`, seeded from that, for its augment
 Bad files. Decoding fails on missing, empty, truncated or corrupt videos. In training such
 an item is replaced by another index (drawn from the same seeded generator, so the
 replacement is reproducible too; the item's `index` is then the replacement's), reported
-in `skipped` as `(path, reason)` and logged
-once per file per process; after `MAX_CONSECUTIVE_FAILURES` bad draws in a row the item
+in `skipped` as `(path, reason)` and logged once per file per process; after `MAX_CONSECUTIVE_FAILURES` bad draws in a row the item
 raises. In testing an item is never replaced: it comes back with `ok=False`, a zero video of
 the right shape and the reason in `skipped`, so the evaluator can count it.
 """
@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, TypedDict, get_args
 
 import numpy as np
 import torch
@@ -75,7 +75,6 @@ from aim_video.data.transforms import (
     RandomHorizontalFlip,
     RandomResizedCrop,
     TrainTransform,
-    resize_short_side,
 )
 from aim_video.errors import UserError
 
@@ -253,34 +252,6 @@ def build_eval_transform(cfg: DataConfig) -> EvalTransform:
     )
 
 
-def host_augment(
-    transform: TrainTransform, clip: Tensor, label: int, generator: torch.Generator
-) -> tuple[Tensor, int]:
-    """The host's share of `transform` when the device augments (`DataConfig.device_augment`).
-
-    The short-side resize and the random resized crop, which give every clip the size it is
-    batched at; with RandAugment also the flip and RandAugment themselves: RandAugment picks
-    other ops for every clip, and its geometric ops do not commute with the flip before it.
-    Draws from `generator` exactly what `transform` draws in these steps, so `DeviceAugment`
-    can continue from the generator's state.
-
-    Args:
-        transform: the full training transform.
-        clip: uint8 (T, H, W, 3).
-        label: the clip's label.
-        generator: the clip's generator.
-
-    Returns:
-        uint8 (T, S, S, 3), S = the crop size, and the label after these steps.
-    """
-    clip = resize_short_side(clip, transform.short_side)
-    clip = transform.crop(clip, generator)
-    if transform.randaugment is not None:
-        clip, label = transform.flip(clip, label, generator)
-        clip = transform.randaugment(clip, generator)
-    return clip, label
-
-
 def _restore_generator(state: Tensor) -> torch.Generator:
     generator = torch.Generator()
     # A copy: `set_state` crashes on a view into a batch (a row past the first, torch 2.x).
@@ -289,14 +260,15 @@ def _restore_generator(state: Tensor) -> torch.Generator:
 
 
 class DeviceAugment:
-    """The device's share of a training transform, on a batch where it is trained.
+    """The device's part of a training transform (`TrainTransform.split`), on a batch where it
+    is trained.
 
-    Flip (unless RandAugment is on, see `host_augment`), colour jitter, normalisation and
-    random erasing: per-pixel work on uint8 clips that are 4x smaller than the float clips it
-    makes, so the loader's workers and the host-to-device copy are spared the float clips.
-    Each clip's generator is restored from the state the host shipped, so every draw is the
-    one `TrainTransform` would have made next on the host: on the CPU the result is the host
-    path's bit for bit; on a GPU jitter and normalisation may differ by float rounding.
+    Flip (unless RandAugment follows it), colour jitter, normalisation and random erasing:
+    per-pixel work on uint8 clips that are 4x smaller than the float clips it makes, so the
+    loader's workers and the host-to-device copy are spared the float clips. Each clip's
+    generator is restored from the state the host shipped, so every draw is the one the whole
+    pipeline would have made next on the host: on the CPU the result is the host's bit for
+    bit; on a GPU jitter and normalisation may differ by float rounding.
 
     Args:
         transform: the training transform the dataset was built with
@@ -304,39 +276,94 @@ class DeviceAugment:
     """
 
     def __init__(self, transform: TrainTransform) -> None:
-        self.transform = transform
+        _, self.pipeline = transform.split(device=True)
 
     def __call__(self, video: Tensor, labels: Tensor, states: Tensor) -> tuple[Tensor, Tensor]:
-        """Augment a batch.
+        """Augment a batch of clips.
 
         Args:
-            video: uint8 (B, T, S, S, 3), on the device.
-            labels: int64 (B,) on the CPU, as the loader gives them (a flip may map them).
-            states: uint8 (B, 5056), each clip's generator state, as the loader gives them.
+            video: uint8 (N, T, S, S, 3), on the device.
+            labels: int64 (N,) on the CPU, as the loader gives them (a flip may map them).
+            states: uint8 (N, 5056), each clip's generator state, as the loader gives them.
 
         Returns:
-            float (B, 3, T, S, S) and int64 labels (B,), both on `video`'s device.
+            float (N, 3, T, S, S) and int64 labels (N,), both on `video`'s device.
         """
-        t = self.transform
-        generators = [_restore_generator(state) for state in states]
-        new_labels = labels.tolist()
-        clips = list(video.unbind(0))  # B x (T, S, S, 3)
-        changed = False
-        for i, generator in enumerate(generators):
-            before = clips[i]
-            if t.randaugment is None:
-                clips[i], new_labels[i] = t.flip(clips[i], new_labels[i], generator)
-            if t.jitter is not None:
-                clips[i] = t.jitter(clips[i], generator)
-            changed |= clips[i] is not before
-        out = t.normalize(torch.stack(clips) if changed else video)  # (B, 3, T, S, S)
-        if t.erasing is not None:
-            for i, generator in enumerate(generators):
-                clip = out[i]  # (3, T, S, S)
-                erased = t.erasing(clip, generator)
-                if erased is not clip:
-                    out[i] = erased
+        clips, new_labels = [], []
+        for clip, label, state in zip(video.unbind(0), labels.tolist(), states):
+            clip, label = self.pipeline(clip, label, _restore_generator(state))
+            clips.append(clip)  # (3, T, S, S)
+            new_labels.append(label)
+        out = torch.stack(clips)  # (N, 3, T, S, S)
         return out, torch.tensor(new_labels, dtype=torch.int64, device=video.device)
+
+
+@dataclass
+class TrainItem:
+    """A training item: K clips of one video (K = `DataConfig.repeated_aug`)."""
+
+    video: Tensor  # float (K, C, T, S, S); with device augmentation uint8 (K, T, S, S, 3)
+    labels: Tensor  # int64 (K,): each clip's label after the host's steps
+    index: int  # the video's index in the list (a replacement's, after bad files)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) replaced
+    aug_state: Tensor | None = None  # uint8 (K, 5056): generator states, device augmentation
+
+
+@dataclass
+class TrainBatch:
+    """B training items stacked; `clips` flattens their clips into one batch axis."""
+
+    video: Tensor  # (B, K, C, T, S, S), or uint8 (B, K, T, S, S, 3)
+    labels: Tensor  # int64 (B, K)
+    index: Tensor  # int64 (B,)
+    skipped: list[tuple[str, str]]  # every (path, reason) replaced in the batch
+    aug_state: Tensor | None  # uint8 (B, K, 5056), device augmentation only
+
+    @classmethod
+    def collate(cls, items: Sequence[TrainItem]) -> TrainBatch:
+        """Stack `items` into a batch."""
+        # default_collate stacks straight into shared memory in a loader worker, saving the
+        # copy that sending a batch to the main process would make.
+        states = [item.aug_state for item in items]
+        return cls(
+            video=default_collate([item.video for item in items]),
+            labels=default_collate([item.labels for item in items]),
+            index=torch.tensor([item.index for item in items], dtype=torch.int64),
+            skipped=[entry for item in items for entry in item.skipped],
+            aug_state=None if states[0] is None else default_collate(states),
+        )
+
+    def clips(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(video, labels, aug_state) with one axis of B * K clips, item-major: (B·K, ...),
+        (B·K,), (B·K, 5056) or None."""
+        states = None if self.aug_state is None else self.aug_state.flatten(0, 1)
+        return self.video.flatten(0, 1), self.labels.flatten(), states
+
+    def pin_memory(self) -> TrainBatch:
+        """A copy in pinned memory (the DataLoader calls this with `pin_memory=True`)."""
+        states = None if self.aug_state is None else self.aug_state.pin_memory()
+        return replace(self, video=self.video.pin_memory(), labels=self.labels.pin_memory(),
+                       index=self.index.pin_memory(), aug_state=states)
+
+
+class ViewsItem(TypedDict):
+    """A test item: every view of one video."""
+
+    video: Tensor  # float (V, C, T, S, S), V = test_clips * test_crops; zeros when not ok
+    label: int  # the video's label
+    index: int  # the video's index in the list
+    ok: bool  # False: the video could not be decoded
+    skipped: list[tuple[str, str]]  # [(path, reason)] when not ok
+
+
+class ViewsBatch(TypedDict):
+    """B test items stacked."""
+
+    video: Tensor  # float (B, V, C, T, S, S)
+    label: Tensor  # int64 (B,)
+    index: Tensor  # int64 (B,)
+    ok: Tensor  # bool (B,)
+    skipped: list[tuple[str, str]]  # every (path, reason) in the batch
 
 
 # Files already warned about in this process: a bad file is drawn again every epoch.
@@ -381,6 +408,8 @@ class VideoDataset(Dataset):
         self.train_transform = build_train_transform(cfg)
         self.eval_transform = build_eval_transform(cfg)
         self.device_augment = bool(cfg.device_augment) and mode == "train"
+        # The loader's part of the training pipeline; `DeviceAugment` runs the rest.
+        self.host_pipeline, _ = self.train_transform.split(device=self.device_augment)
         # In shared memory so that `set_epoch` also reaches persistent loader workers.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -400,14 +429,14 @@ class VideoDataset(Dataset):
         """The generator of item `index` in the current epoch."""
         return np.random.default_rng([self.cfg.seed, self.epoch, index])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> TrainItem | ViewsItem:
         if not 0 <= index < len(self.records):
             raise IndexError(f"index {index} out of range for {len(self.records)} videos")
         if self.mode == "train":
             return self._train_item(index)
         return self._test_item(index)
 
-    def _train_item(self, index: int) -> dict[str, Any]:
+    def _train_item(self, index: int) -> TrainItem:
         rng = self.rng(index)
         num_clips = self.cfg.repeated_aug
         generators = [
@@ -421,15 +450,14 @@ class VideoDataset(Dataset):
                 clips = self._decode(
                     record,
                     lambda n: np.stack([self.sampling.train(n, rng) for _ in range(num_clips)]),
-                    self.cfg.short_side,
+                    self.train_transform.short_side,
                 )
             except VideoDecodeError as err:
                 _warn_once(err.path, err.reason)
                 skipped.append((record.path, err.reason))
                 index = int(rng.integers(len(self.records)))
                 continue
-            item = self._augment(clips, record.label, generators)
-            return item | {"index": index, "ok": True, "skipped": skipped}
+            return self._augment(clips, record.label, generators, index, skipped)
         first = "; ".join(f"{path}: {reason}" for path, reason in skipped[:REASONS_SHOWN])
         raise DataError(
             f"{self.source or 'the training list'}: too many unreadable videos "
@@ -439,33 +467,31 @@ class VideoDataset(Dataset):
         )
 
     def _augment(
-        self, clips: Tensor, label: int, generators: list[torch.Generator]
-    ) -> dict[str, Any]:
-        """`video` and `label` (and `aug_state`) of a training item from uint8 clips
-        (K, T, H, W, 3), clip k augmented with `generators[k]`."""
-        augment = host_augment if self.device_augment else TrainTransform.__call__
+        self,
+        clips: Tensor,
+        label: int,
+        generators: list[torch.Generator],
+        index: int,
+        skipped: list[tuple[str, str]],
+    ) -> TrainItem:
+        """The item of uint8 clips (K, T, H, W, 3), clip k augmented with `generators[k]`."""
         videos, labels = zip(*(
-            augment(self.train_transform, clip, label, g) for clip, g in zip(clips, generators)
+            self.host_pipeline(clip, label, g) for clip, g in zip(clips, generators)
         ))
-        item: dict[str, Any]
-        if len(videos) == 1:
-            # The label after augmentation: a flip with a label map may change it.
-            item = {"video": videos[0], "label": labels[0]}  # (C, T, H, W) or uint8 (T, S, S, 3)
-        else:
-            item = {
-                "video": torch.stack(videos),  # (K, C, T, H, W) or uint8 (K, T, S, S, 3)
-                "label": label,
-                "clip_labels": torch.tensor(labels, dtype=torch.int64),  # (K,)
-            }
+        states = None
         if self.device_augment:
-            states = [g.get_state() for g in generators]  # K x (5056,)
-            item["aug_state"] = states[0] if len(states) == 1 else torch.stack(states)
-        return item
+            states = torch.stack([g.get_state() for g in generators])  # (K, 5056)
+        return TrainItem(
+            video=torch.stack(videos),  # (K, C, T, S, S), or uint8 (K, T, S, S, 3)
+            labels=torch.tensor(labels, dtype=torch.int64),  # (K,)
+            index=index,
+            skipped=skipped,
+            aug_state=states,
+        )
 
-    def _test_item(self, index: int) -> dict[str, Any]:
+    def _test_item(self, index: int) -> ViewsItem:
         record = self.records[index]
         cfg = self.cfg
-        item: dict[str, Any] = {"label": record.label, "index": index}
         try:
             clips = self._decode(
                 record,
@@ -476,11 +502,15 @@ class VideoDataset(Dataset):
             _warn_once(err.path, err.reason)
             num_views = cfg.test_clips * cfg.test_crops
             size = cfg.input_size
-            item["video"] = torch.zeros(num_views, 3, self.sampling.clip_len, size, size)
-            return item | {"ok": False, "skipped": [(record.path, err.reason)]}
+            return ViewsItem(
+                video=torch.zeros(num_views, 3, self.sampling.clip_len, size, size),
+                label=record.label, index=index, ok=False, skipped=[(record.path, err.reason)],
+            )
         views = self.eval_transform(clips)  # (clips, crops, C, T, S, S)
-        item["video"] = views.flatten(0, 1)  # (clips * crops, C, T, S, S), clip-major
-        return item | {"ok": True, "skipped": []}
+        return ViewsItem(
+            video=views.flatten(0, 1),  # (clips * crops, C, T, S, S), clip-major
+            label=record.label, index=index, ok=True, skipped=[],
+        )
 
     def _decode(
         self,
@@ -526,26 +556,18 @@ class VideoDataset(Dataset):
         return clips.reshape(*indices.shape, *clips.shape[1:])  # (clips, clip_len, H, W, 3)
 
 
-def collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Stack items into a batch: `video` (B, ...), `label`/`index` int64, `ok` bool (B,).
-
-    `skipped` becomes one list of every `(path, reason)` in the batch; `clip_labels`
-    (repeated augmentation) is stacked to (B, K) and `aug_state` (device augmentation) to
-    (B, 5056) or (B, K, 5056) when present.
-    """
-    out: dict[str, Any] = {
-        # default_collate stacks straight into shared memory in a loader worker, saving the
-        # copy that sending a batch to the main process would make.
-        "video": default_collate([item["video"] for item in batch]),
-        "label": torch.tensor([item["label"] for item in batch], dtype=torch.int64),
-        "index": torch.tensor([item["index"] for item in batch], dtype=torch.int64),
-        "ok": torch.tensor([item["ok"] for item in batch], dtype=torch.bool),
-        "skipped": [entry for item in batch for entry in item["skipped"]],
-    }
-    for key in ("clip_labels", "aug_state"):
-        if key in batch[0]:
-            out[key] = default_collate([item[key] for item in batch])
-    return out
+def collate(items: Sequence[TrainItem] | Sequence[ViewsItem]) -> TrainBatch | ViewsBatch:
+    """The loader's `collate_fn`: training items into a `TrainBatch`, views items into a
+    `ViewsBatch` (`video` stacked, `label`/`index` int64, `ok` bool, `skipped` one list)."""
+    if isinstance(items[0], TrainItem):
+        return TrainBatch.collate(items)
+    return ViewsBatch(
+        video=default_collate([item["video"] for item in items]),
+        label=torch.tensor([item["label"] for item in items], dtype=torch.int64),
+        index=torch.tensor([item["index"] for item in items], dtype=torch.int64),
+        ok=torch.tensor([item["ok"] for item in items], dtype=torch.bool),
+        skipped=[entry for item in items for entry in item["skipped"]],
+    )
 
 
 def build_dataset(cfg: DataConfig, split: Literal["train", "val", "test"]) -> VideoDataset:

@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from aim_video.data.dataset import DeviceAugment, build_dataset, collate
+from aim_video.data.dataset import DeviceAugment, TrainBatch, build_dataset, collate
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import (
     RunConfig,
@@ -407,19 +407,11 @@ class Trainer:
                     self.writer.add_scalar(f"{kind}/{key}", value, self.state.global_step)
 
     # ------------------------------------------------------------------ the loop
-    def _batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(videos, labels) on the device; repeated augmentation flattened into the batch,
-        device augmentation applied."""
-        video, states = batch["video"], batch.get("aug_state")
-        if "clip_labels" in batch:
-            # (B, K, C, T, H, W) -> (B·K, C, T, H, W), or uint8 (B, K, T, S, S, 3) ->
-            # (B·K, T, S, S, 3); labels (B, K) -> (B·K,); states (B, K, 5056) -> (B·K, 5056)
-            video = video.flatten(0, 1)
-            labels = batch["clip_labels"].flatten()
-            states = None if states is None else states.flatten(0, 1)
-        else:
-            labels = batch["label"]
-        for path, reason in batch["skipped"]:
+    def _batch(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(videos, labels) on the device: every item's K clips in one batch axis, device
+        augmentation applied."""
+        video, labels, states = batch.clips()  # (B·K, ...), (B·K,), (B·K, 5056) or None
+        for path, reason in batch.skipped:
             self.state.bad_files.setdefault(path, reason)
         device = self.env.device
         video = video.to(device, non_blocking=True)
