@@ -10,6 +10,8 @@ import torch
 
 from aim_video import demo
 from aim_video.cli import main
+from aim_video.demo import ablation
+from aim_video.demo import plan as demo_plan
 from aim_video.data import synthetic
 from aim_video.data.synthetic import SyntheticInfo
 from aim_video.model import AIMViT
@@ -85,27 +87,27 @@ def test_unknown_variant_is_refused_before_any_work(tmp_path, capsys):
 
 def test_runs_made_with_other_settings_are_cleared_and_plans_keep_theirs_apart(
         tmp_path, monkeypatch):
-    full = demo._claim(tmp_path / "runs" / "full", demo.FULL)
+    full = ablation._claim(tmp_path / "runs" / "full", demo.FULL)
     (full / "aim").mkdir()
     (full / "aim" / "last.pt").write_bytes(b"old")
-    quick = demo._claim(tmp_path / "runs" / "quick", demo.QUICK)
-    assert demo._claim(tmp_path / "runs" / "full", demo.FULL) == full
+    quick = ablation._claim(tmp_path / "runs" / "quick", demo.QUICK)
+    assert ablation._claim(tmp_path / "runs" / "full", demo.FULL) == full
     assert (full / "aim" / "last.pt").is_file() and quick.is_dir()  # same settings: kept
     changed = dataclasses.replace(demo.FULL, lr=1e-3)
-    demo._claim(tmp_path / "runs" / "full", changed)
+    ablation._claim(tmp_path / "runs" / "full", changed)
     assert not (full / "aim").exists()
     assert json.loads((full / "plan.json").read_text()) == changed.fingerprint()
     # Runs trained on videos from another version of the renderer are stale too.
     (full / "aim").mkdir()
     monkeypatch.setattr(synthetic, "SYNTHETIC_VERSION", synthetic.SYNTHETIC_VERSION + 1)
-    demo._claim(tmp_path / "runs" / "full", changed)
+    ablation._claim(tmp_path / "runs" / "full", changed)
     assert not (full / "aim").exists()
     # And runs started from another version of the preset (its recipe changed).
     (full / "aim").mkdir()
-    preset = demo.load_config(demo.PRESET)
+    preset = demo_plan.load_config(demo.PRESET)
     recipe = dataclasses.replace(preset, optim=dataclasses.replace(preset.optim, lr=0.5))
-    monkeypatch.setattr(demo, "load_config", lambda *args: recipe)
-    demo._claim(tmp_path / "runs" / "full", changed)
+    monkeypatch.setattr(demo_plan, "load_config", lambda *args: recipe)
+    ablation._claim(tmp_path / "runs" / "full", changed)
     assert not (full / "aim").exists()
     # Which variants run, and with how many views they are tested, are not settings of the runs.
     for other in (dataclasses.replace(demo.FULL, variants=("aim",)),
@@ -129,6 +131,7 @@ def test_quick_demo_shows_that_order_needs_temporal_adaptation(tmp_path, capsys)
         assert rows[name]["top1"] <= 60
     for name in ("results.png", "curves.png", "examples.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert (out / "report.html").is_file()
     assert "aim" in printed and "top-1" in printed and "report.json" in printed
 
     # Everything is cached: a rerun trains nothing and reports the same numbers.
@@ -143,26 +146,35 @@ def test_quick_demo_shows_that_order_needs_temporal_adaptation(tmp_path, capsys)
 def _finished_runs(monkeypatch, tmp_path, trained: set[str]):
     """Stubs every step of `run_demo` as if cached, except the variants in `trained`."""
     data = dataclasses.replace(_fake_data(tmp_path), reused=True)
-    monkeypatch.setattr(demo, "make_synthetic", lambda *a, **k: data)
-    monkeypatch.setattr(demo, "pretrain_standin", lambda folder, plan, progress: demo.Standin(
-        tmp_path / "w.pt", {}, 0.0, reused=True))
-    monkeypatch.setattr(demo, "run_variant", lambda cfg, name, classes, progress: (
+    monkeypatch.setattr(ablation, "make_synthetic", lambda *a, **k: data)
+    monkeypatch.setattr(ablation, "pretrain_standin", lambda folder, plan, progress: (
+        demo.Standin(tmp_path / "w.pt", {}, 0.0, reused=True)))
+    monkeypatch.setattr(ablation, "run_variant", lambda cfg, name, classes, progress: (
         demo.VariantResult(name, 90.0, 100.0, 10, 100, 12.0, [], tmp_path, name in trained)))
     written = []
-    monkeypatch.setattr(demo, "write_report", written.append)
+    monkeypatch.setattr(ablation, "write_report", written.append)
     return written
 
 
 def test_a_rerun_that_trains_nothing_keeps_the_seconds_of_the_run_that_made_the_results(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.json").write_text(json.dumps({"plan": demo.QUICK.to_dict(), "seconds": 183.0}))
     _finished_runs(monkeypatch, tmp_path, trained=set())
-    assert demo.run_demo(out, quick=True, progress=False).seconds == 183.0
+    cached = demo.run_demo(out, quick=True, progress=False)
+    assert cached.seconds == 183.0 and cached.cached
+    # The command line says whose seconds they are, and lists every file written.
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert ("report.json, report.html, results.png, curves.png, examples.png (results from the "
+            "run of 183 s; nothing retrained)") in printed
     # Anything trained in this call: its own wall time.
     _finished_runs(monkeypatch, tmp_path, trained={"aim"})
-    assert demo.run_demo(out, quick=True, progress=False).seconds < 183.0
+    fresh = demo.run_demo(out, quick=True, progress=False)
+    assert fresh.seconds < 183.0 and not fresh.cached
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert "nothing retrained" not in capsys.readouterr().out
     # Another plan's report says nothing about this one.
     _finished_runs(monkeypatch, tmp_path, trained=set())
     assert demo.run_demo(out, quick=False, progress=False).seconds < 183.0

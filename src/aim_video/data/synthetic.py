@@ -17,10 +17,8 @@ at the start".
 Appearance task (``task="appearance"``): the counterpart. Classes are object identities
 (shape x colour) and the motion is random, so a frozen image model alone can solve it.
 
-Image task (`synthetic_images`): still images from the same renderer labelled by shape, colour and
-texture, with the object's position, size and opacity as continuous attributes, for pretraining the
-demo's small stand-in for CLIP. It shares the visual vocabulary of the videos but never their
-motion labels.
+The demo's still images, for pretraining its stand-in for CLIP, come from the same renderer
+(`aim_video.demo.stills`).
 
 `pairs` (in `make_synthetic`, `class_names`, `render_clip`) keeps a subset of the motion pairs, named
 by their forward class; the demo leaves out the rotation pair, which a 32-pixel stand-in cannot
@@ -45,11 +43,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import av
 import numpy as np
-import torch
 from av.video.reformatter import VideoReformatter
 from tqdm import tqdm
 
@@ -70,8 +67,8 @@ SUPERSAMPLE = 2  # render at 2x per axis and box-filter down: anti-aliased edges
 TEXTURE_SHADE = 0.3  # the second colour of a texture is the object colour darkened to this
 MIN_CONTRAST = 0.2  # background luminance stays this far from the object's
 
-_SPLIT_STREAMS = {"train": 0, "val": 1}  # part of every clip's seed, so splits never share clips
-_IMAGE_STREAM = 2
+# Part of every clip's seed, so splits never share clips (the demo's stills use stream 2).
+_SPLIT_STREAMS = {"train": 0, "val": 1}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -405,7 +402,7 @@ def _translate(axis: int) -> Callable[[np.random.Generator, int, int], Pose]:
 def _grow(rng: np.random.Generator, frames: int, size: int) -> Pose:
     # It starts as a whole object, not a dot (at 32 px a 2-pixel dot looked like the faint start
     # of a fade: trained models confused grows with fades_in, not with shrinks), and ends inside
-    # `STILL_RADIUS`, the sizes the stand-in learns to read.
+    # the sizes the demo's stand-in learns to read (`aim_video.demo.stills.STILL_RADIUS`).
     r0 = rng.uniform(0.09, 0.11) * size
     r1 = r0 * rng.uniform(2.6, 2.9)
     # Geometric growth: the same relative change between any two equally spaced frames.
@@ -557,81 +554,6 @@ def render_clip(
         MOTION_PAIRS[pair_index], rng, frames, size, _sample_look(rng, shape, colour)
     )
     return np.ascontiguousarray(clip[::-1]) if backwards else clip
-
-
-# ----------------------------------------------------------------------------------------------
-# Still images for pretraining the stand-in image model
-# ----------------------------------------------------------------------------------------------
-
-IMAGE_HEADS: tuple[str, ...] = ("shape", "colour", "texture")
-# Continuous attributes of each still: centre x and y and circumradius as fractions of the image
-# side, and opacity. They span what the motion classes vary (place, size, opacity), so a model
-# pretrained to read them off one frame sees what changes between frames; they are properties of
-# a single image, never a motion label.
-IMAGE_ATTRIBUTES: tuple[str, ...] = ("x", "y", "size", "opacity")
-STILL_RADIUS = (0.06, 0.32)  # circumradius / side: the range the motion classes pass through
-
-
-class SyntheticImages(NamedTuple):
-    images: torch.Tensor  # uint8 (N, 3, H, W)
-    labels: torch.Tensor  # int64 (N, 3): shape, colour and texture ids (IMAGE_HEADS order)
-    head_sizes: list[int]  # number of classes of each label column
-    attributes: torch.Tensor  # float32 (N, 4): IMAGE_ATTRIBUTES, each in [0, 1]
-
-
-def _sample_still(
-    rng: np.random.Generator, size: int
-) -> tuple[Look, np.ndarray, tuple[float, float, float, float, float]]:
-    """One still image's object, background and placement ``(cx, cy, radius, angle, alpha)``.
-
-    Half the objects are opaque, the other half have a uniform opacity in [0, 1] (the fading
-    classes pass through all of it).
-    """
-    look = _sample_look(rng)
-    background = _sample_background(rng, size, look)
-    radius = rng.uniform(*STILL_RADIUS) * size
-    cx, cy = rng.uniform(radius, size - radius, 2)
-    angle = rng.uniform(0, 2 * math.pi)
-    alpha = 1.0 if rng.uniform() < 0.5 else rng.uniform(0.0, 1.0)
-    return look, background, (cx, cy, radius, angle, alpha)
-
-
-def synthetic_images(n: int, size: int = 32, seed: int = 0, chunk: int = 256) -> SyntheticImages:
-    """Still images of random objects, labelled by shape, colour, texture and placement.
-
-    The same renderer, shapes, colours, textures and backgrounds as the videos; random position,
-    size, rotation and opacity. Never labelled by motion.
-
-    Args:
-        n: number of images.
-        size: image side in pixels.
-        seed: fixes the whole set; image i does not depend on ``n`` or ``chunk``.
-        chunk: images rendered per vectorised batch (bounds memory).
-
-    Returns:
-        ``SyntheticImages(images, labels, head_sizes, attributes)``.
-    """
-    images = np.zeros((n, size, size, 3), np.uint8)
-    looks: list[Look] = []
-    places = np.zeros((n, 5))
-    # Chunk by chunk, so float backgrounds for large n never sit in memory at once.
-    for lo in range(0, n, chunk):
-        stills = [_sample_still(np.random.default_rng([seed, _IMAGE_STREAM, i]), size)
-                  for i in range(lo, min(n, lo + chunk))]
-        part = [look for look, _, _ in stills]
-        backgrounds = np.stack([background for _, background, _ in stills])
-        places[lo : lo + len(stills)] = [place for _, _, place in stills]
-        pose = Pose(*places[lo : lo + len(stills)].T)  # fields of shape (B,)
-        images[lo : lo + len(stills)] = render_frames(part, pose, backgrounds, size)
-        looks += part
-    labels = torch.tensor([[look.shape, look.colour, look.texture] for look in looks],
-                          dtype=torch.int64).reshape(n, len(IMAGE_HEADS))
-    cx, cy, radius, _, alpha = places.T
-    attributes = torch.from_numpy(np.stack([cx / size, cy / size, radius / size, alpha], 1))
-    # (N, H, W, 3) -> (N, 3, H, W)
-    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    return SyntheticImages(tensor, labels, [len(SHAPES), len(COLOURS), len(TEXTURES)],
-                           attributes.float().reshape(n, len(IMAGE_ATTRIBUTES)))
 
 
 # ----------------------------------------------------------------------------------------------
