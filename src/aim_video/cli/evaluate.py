@@ -30,8 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--views", metavar="CLIPSxCROPS",
                         help="test views, e.g. 3x1 or 1x3 (default: the config's)")
     parser.add_argument("--pretrained", metavar="PATH", help="backbone weights (if moved)")
-    parser.add_argument("--out", help="write metrics.json, per_class.csv, confusion.png and "
-                                      "predictions.jsonl here (checked before evaluating)")
+    parser.add_argument("--out", help="write metrics.json, per_class.csv, confusion.png, "
+                                      "predictions.jsonl, report.html (the page to open) and "
+                                      "thumbs/ (each video's frame strip, for the page) here; "
+                                      "checked before evaluating")
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
