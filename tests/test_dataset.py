@@ -325,6 +325,14 @@ def test_data_loader_with_workers_end_to_end(files):
     assert batch["ok"].tolist() == [True, False, True, False, True, False]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a GPU")
+def test_a_pinning_loader_pins_training_batches(files):
+    data = make_dataset(files, GOOD, repeated_aug=2, device_augment=True)
+    batch = next(iter(DataLoader(data, batch_size=3, collate_fn=collate, pin_memory=True)))
+    assert isinstance(batch, TrainBatch)
+    assert all(t.is_pinned() for t in (batch.video, batch.labels, batch.index, batch.aug_state))
+
+
 def test_set_epoch_reaches_persistent_workers(files):
     data = make_dataset(files, GOOD)
     loader = DataLoader(data, batch_size=3, num_workers=2, collate_fn=collate,

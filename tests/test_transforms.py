@@ -1,5 +1,6 @@
 """Video transforms: geometry, flips, RandAugment ops, normalisation, determinism."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -277,6 +278,48 @@ def test_train_transform_shape_and_determinism_for_a_seed():
     assert torch.equal(video, again) and label == label_again
     other, _ = transform(clip, 0, gen(12))
     assert not torch.equal(video, other)
+
+
+def test_train_steps_are_in_order_and_off_steps_left_out():
+    kinds = [type(step) for step in full_train_transform().steps]
+    assert kinds == [T.ShortSideResize, T.RandomResizedCrop, T.RandomHorizontalFlip,
+                     T.RandAugment, T.ColorJitter, T.Normalize, T.RandomErasing]
+    plain = T.TrainTransform(short_side=40, crop=T.RandomResizedCrop(32))
+    assert [type(step) for step in plain.steps] == [
+        T.ShortSideResize, T.RandomResizedCrop, T.RandomHorizontalFlip, T.Normalize]
+
+
+@pytest.mark.parametrize("randaugment", [True, False])
+def test_split_cuts_where_clips_can_be_batched(randaugment):
+    transform = full_train_transform()
+    if not randaugment:
+        transform = dataclasses.replace(transform, randaugment=None)
+    host, device = transform.split(device=False)
+    assert host.steps == transform.steps and device.steps == ()
+    host, device = transform.split(device=True)
+    # RandAugment stays on the host, and with it the flip its geometric ops must follow.
+    last_on_host = T.RandAugment if randaugment else T.RandomResizedCrop
+    assert type(host.steps[-1]) is last_on_host
+    assert host.steps + device.steps == transform.steps
+    assert all(step.on_device for step in device.steps)
+
+
+@pytest.mark.parametrize("randaugment", [True, False])
+def test_the_two_parts_draw_what_the_whole_pipeline_draws(randaugment):
+    transform = full_train_transform()
+    if not randaugment:
+        transform = dataclasses.replace(transform, randaugment=None)
+    clip = random_clip(t=4, h=48, w=64)
+    host, device = transform.split(device=True)
+    for seed in range(6):
+        whole, whole_label = transform(clip, 0, gen(seed))
+        generator = gen(seed)
+        crops, label = host(clip, 0, generator)
+        assert crops.dtype == torch.uint8 and crops.shape == (4, 32, 32, 3)
+        resumed = torch.Generator()
+        resumed.set_state(generator.get_state())  # what the loader ships to the device
+        video, label = device(crops, label, resumed)
+        assert torch.equal(video, whole) and label == whole_label
 
 
 @pytest.mark.parametrize("num_crops", [1, 3])
