@@ -815,6 +815,30 @@ def infer_config(
     )
 
 
+def read_video_checkpoint(
+    path: str | Path, *, trust: bool = False, image_hint: str
+) -> tuple[RawCheckpoint, str, Converted]:
+    """Reads a whole-AIM file (a released MMAction2 checkpoint, or ours) under our names.
+
+    Args:
+        path: the file.
+        trust: unpickle files that the safe loader refuses (trusted sources only).
+        image_hint: what to do instead, said when the file holds an image model only.
+
+    Returns:
+        The file as read, its format, and its tensors under our names.
+
+    Raises:
+        CheckpointError: unreadable, or an image checkpoint rather than a video model.
+    """
+    raw = read_checkpoint(path, trust=trust)
+    fmt = detect_format(raw)
+    if fmt not in VIDEO_FORMATS:
+        raise CheckpointError(f"{raw.path}: a {fmt} image checkpoint, not an AIM video model; "
+                              f"{image_hint}")
+    return raw, fmt, to_ours(raw.state, layout_for(fmt, list(raw.state)))
+
+
 def load_aim_checkpoint(
     path: str | Path,
     *,
@@ -840,14 +864,8 @@ def load_aim_checkpoint(
     Raises:
         CheckpointError: unreadable file, an image-only checkpoint, or keys that do not fit.
     """
-    raw = read_checkpoint(path, trust=trust)
-    fmt = detect_format(raw)
-    if fmt not in VIDEO_FORMATS:
-        raise CheckpointError(
-            f"{raw.path}: a {fmt} image checkpoint, not an AIM video model; build a model and "
-            "use load_pretrained for image weights"
-        )
-    converted = to_ours(raw.state, layout_for(fmt, list(raw.state)))
+    raw, fmt, converted = read_video_checkpoint(
+        path, trust=trust, image_hint="build a model and use load_pretrained for image weights")
     try:
         cfg = infer_config(converted.tensors, scale=scale, num_frames=num_frames, heads=heads)
     except ValueError as err:

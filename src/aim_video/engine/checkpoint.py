@@ -42,16 +42,12 @@ from aim_video.files import write_atomic
 from aim_video.model import AIMViT
 from aim_video.model.vit import RANDOM_SOURCE, parameter_group
 from aim_video.weights import (
-    VIDEO_FORMATS,
     CheckpointError,
     backbone_fingerprint,
-    detect_format,
-    layout_for,
     load_pretrained,
-    read_checkpoint,
+    read_video_checkpoint,
     resize_temporal_embedding,
     tensors_fingerprint,
-    to_ours,
 )
 
 log = logging.getLogger(__name__)
@@ -410,15 +406,9 @@ def _transfer_source(path: Path, trust: bool) -> _Source:
         return _Source(dict(state["model"]), {k: k for k in state["model"]},
                        list(state["class_names"]), state["backbone_fingerprint"],
                        "aim-video checkpoint")
-    raw = read_checkpoint(path, trust=trust)
-    fmt = detect_format(raw)
-    if fmt not in VIDEO_FORMATS:
-        raise CheckpointError(
-            f"{path}: a {fmt} image checkpoint, not a trained AIM model; train.init_from takes "
-            "an aim-video last.pt / best.pt or a released AIM checkpoint (image weights go to "
-            "--pretrained)"
-        )
-    converted = to_ours(raw.state, layout_for(fmt, list(raw.state)))
+    _, fmt, converted = read_video_checkpoint(
+        path, trust=trust, image_hint="train.init_from takes an aim-video last.pt / best.pt "
+        "or a released AIM checkpoint (image weights go to --pretrained)")
     if converted.unknown:
         raise CheckpointError(
             f"{path}: keys that are not part of an AIM model, refused: "
