@@ -71,6 +71,11 @@ def test_inputs_come_from_files_folders_and_list_files(files, tmp_path):
     found = collect_inputs([files["v2"], listing, files["root"]])
     assert found[:3] == [str(files["v2"]), str(files["v1"]), str(files["v0"])]
     assert found[3:] == sorted(str(p) for p in files["root"].glob("*.mp4"))
+    # Relative entries are beside the list unless --root says where.
+    beside = files["root"] / "relative.txt"
+    beside.write_text("v1.mp4 0\n")
+    assert collect_inputs([beside]) == [str(files["root"] / "v1.mp4")]
+    assert collect_inputs([beside], root=str(tmp_path)) == [str(tmp_path / "v1.mp4")]
     (tmp_path / "nothing").mkdir()
     with pytest.raises(FileNotFoundError, match="no video files"):
         collect_inputs([tmp_path / "nothing"])

@@ -171,7 +171,8 @@ def collect_inputs(
 
     A file with a video extension is a video; a folder is searched recursively for videos (or
     is itself a video with `frame_folders`); any other file is an annotation list in a format
-    `load_annotations` reads (its labels are ignored). Missing files stay in the list, to be
+    `load_annotations` reads (its labels are ignored), whose relative paths are under `root`,
+    or under the list's own folder when `root` is None. Missing files stay in the list, to be
     reported as unreadable.
 
     Raises:
@@ -186,7 +187,10 @@ def collect_inputs(
                 raise InputError(f"{item}: no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})")
             videos += [str(p) for p in found]
         elif item.is_file() and item.suffix.lower() not in VIDEO_EXTENSIONS and not frame_folders:
-            videos += [r.path for r in load_annotations(item, root=root).records]
+            # Relative entries are under --root, else beside the list (as make-synthetic and
+            # prepare write them).
+            list_root = root if root is not None else item.parent
+            videos += [r.path for r in load_annotations(item, root=list_root).records]
         else:
             videos.append(str(item))
     return videos

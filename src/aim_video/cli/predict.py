@@ -27,7 +27,8 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="video files, folders of videos, or list files (any annotation "
                              "format aim-video reads; labels are ignored)")
-    parser.add_argument("--root", help="folder that relative paths in list files are under")
+    parser.add_argument("--root", help="folder that relative paths in list files are under "
+                        "(default: the list file's own folder)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--views", metavar="CLIPSxCROPS", help="test views, e.g. 3x1")
     parser.add_argument("--workers", type=int, help="decoding processes (default: the "

@@ -499,7 +499,8 @@ class VideoDataset(Dataset):
                 self.eval_transform.short_side,
             )
         except VideoDecodeError as err:
-            _warn_once(err.path, err.reason)
+            # No warning here: the item carries the reason, and whoever evaluates or predicts
+            # reports each unreadable video once.
             num_views = cfg.test_clips * cfg.test_crops
             size = cfg.input_size
             return ViewsItem(
