@@ -232,11 +232,12 @@ def load_backbone(model: AIMViT, cfg: ModelConfig, *, training: bool) -> None:
         log.info("backbone: %s", report)  # the report names the file
         return
     if training and not model.cfg.full_finetune and not cfg.allow_random_backbone:
+        # The reference code trained silently on a random frozen backbone unless a flag was
+        # given; users lost whole runs to it.
         raise RandomBackboneError(
             "refusing to train adapters on a random frozen backbone: model.pretrained is not "
-            "set, so no image weights were loaded. The reference AIM code loaded CLIP only "
-            "when a command-line flag was given and otherwise silently trained on a random "
-            "frozen backbone, which learns next to nothing (its issues #5, #25). Give the "
+            "set, so no image weights were loaded, and adapters on a random frozen backbone "
+            "learn next to nothing. Give the "
             "CLIP weights with --pretrained PATH (or --set model.pretrained=PATH), or pass "
             "--allow-random-backbone (model.allow_random_backbone=true) if a random frozen "
             "backbone is really intended."
