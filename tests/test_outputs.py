@@ -193,3 +193,32 @@ def test_an_empty_file_holds_nothing_to_lose(tmp_path):
     assert json.loads(path.read_text()) == {"aim-video": "predict results", "format": 1}
     assert read_own_lines(path, "predict results", option="--out").lines == []
 
+
+def test_the_training_log_proves_it_is_ours_before_its_repair(synthetic, backbone, tmp_path,
+                                                              one_thread):
+    from test_engine_support import tiny_config
+
+    from aim_video.engine.train import train
+
+    fast = {"train__plots": False, "eval__splits": [], "train__max_steps": 1}
+    # A folder that is not a run's: its metrics.jsonl is someone else's, left as it was.
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "metrics.jsonl").write_bytes(b'{"my": "numbers"}')
+    with pytest.raises(OutputError, match=r"metrics\.jsonl: not aim-video training log"):
+        train(tiny_config(synthetic, out, backbone, **fast), progress=False)
+    assert (out / "metrics.jsonl").read_bytes() == b'{"my": "numbers"}'
+    # A run whose log an older version wrote without the header: its last.pt proves the folder
+    # is the run's own, so the log is continued (a torn line cut) and gets the header.
+    run = tmp_path / "run"
+    train(tiny_config(synthetic, run, backbone, **fast), progress=False)
+    header, *records = (run / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(header) == {"aim-video": "training log", "format": 1, "kind": "header",
+                                  "step": 0}
+    assert [json.loads(r)["step"] for r in records] == [1]
+    (run / "metrics.jsonl").write_text("\n".join(records) + '\n{"kind": "st')
+    train(tiny_config(synthetic, run, backbone, **{**fast, "train__max_steps": 2}),
+          resume="auto", progress=False)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert lines[0] == header and lines[1] == records[0]
+    assert [json.loads(r)["step"] for r in lines[1:] if json.loads(r)["kind"] == "step"] == [1, 2]
