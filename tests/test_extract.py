@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from test_engine_support import write_backbone
-from video_helpers import one_thread, write_checkpoint, write_indexed_video  # noqa: F401
+from video_helpers import (  # noqa: F401
+    kill_when,
+    one_thread,
+    write_checkpoint,
+    write_indexed_video,
+)
 
 from aim_video.cli import main
 from aim_video.predictor import Predictor
@@ -85,30 +86,63 @@ def test_the_frozen_image_models_features_need_no_checkpoint(files, tmp_path):
     assert main(["extract", str(files["v0"]), "--out", str(tmp_path / "none")]) == 2
 
 
-def test_a_killed_extraction_resumes(files, tmp_path):
+def _index_lines(out: Path) -> int:
+    index = out / "index.csv"
+    return index.read_bytes().count(b"\r\n") - 1 if index.exists() else 0
+
+
+def test_an_extraction_killed_from_outside_resumes(files, tmp_path, capsys):
     links = []
-    for i in range(5):
+    for i in range(40):  # distinct paths to the three videos: the child cannot finish first
         link = tmp_path / f"clip{i}.mp4"
         link.symlink_to(files[f"v{i % 3}"])
         links.append(str(link))
     out = tmp_path / "features"
     args = ["extract", *links, "--checkpoint", str(files["checkpoint"]), "--out", str(out),
             "--batch-size", "2", "--workers", "0", "--no-progress"]
-    killed = subprocess.run(
-        [sys.executable, "-c", "import sys; from aim_video.cli import main; "
-         "sys.exit(main(sys.argv[1:]))", *args],
-        env=os.environ | {"AIM_VIDEO_KILL_AFTER_BATCHES": "1"}, capture_output=True, text=True,
-        timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert [e["path"] for e in _index(out)] == links[:2] and not (out / "features.npy").exists()
+    kill_when(args, out, lambda out: _index_lines(out) >= 2)
+    first = [e["path"] for e in _index(out)]
+    assert 2 <= len(first) < len(links) and first == links[:len(first)]
+    assert not (out / "features.npy").exists()
     with open(out / "features.bin", "ab") as f:
         f.write(b"\0" * 100)  # a row torn by the kill, never indexed
     assert main(args) == 0
     assert [e["path"] for e in _index(out)] == links
+    assert f"{len(links) - len(first)} extracted, 0 unreadable (0 retried), {len(first)} " \
+           f"already in {out}; 40 rows of 64 floats in" in capsys.readouterr().err
     features = np.load(out / "features.npy")
     fresh = tmp_path / "fresh"
     assert main(["extract", *links, "--checkpoint", str(files["checkpoint"]), "--out", str(fresh),
                  "--workers", "0", "--no-progress"]) == 0
-    # The same clips in other batches (the resumed run's start at clip 2): fp32 rounding only.
+    # The same clips in other batches (the resumed run's start): fp32 rounding only.
     np.testing.assert_allclose(features, np.load(fresh / "features.npy"), atol=1e-5)
     assert not (out / "features.bin").exists()
+
+
+def test_names_with_line_breaks_are_extracted_once(files, tmp_path):
+    names = []
+    for i, name in enumerate(["cr\r.mp4", "ls\u2028.mp4", "lf\n.mp4", 'q",.mp4']):
+        (tmp_path / name).symlink_to(files[f"v{i % 3}"])
+        names.append(str(tmp_path / name))
+    out = tmp_path / "features"
+    args = ["extract", *names, "--checkpoint", str(files["checkpoint"]), "--out", str(out),
+            "--workers", "0", "--no-progress"]
+    assert main(args) == 0
+    assert main(args) == 0
+    assert [e["path"] for e in _index(out)] == names
+    assert np.load(out / "features.npy").shape == (4, 64)
+
+
+def test_a_damaged_folder_and_nothing_extracted_are_one_line(files, tmp_path, capsys):
+    out = tmp_path / "features"
+    empty = str(files["root"] / "empty.mp4")
+    assert main(["extract", empty, "--checkpoint", str(files["checkpoint"]), "--out", str(out),
+                 "--workers", "0", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "0 extracted, 1 unreadable (0 retried), 0 already in" in err
+    assert f"; no rows in {out / 'features.npy'}" in err and "None" not in err
+    (out / "features.json").write_text('{"aim-video": "extract features", "dim": ')
+    assert main(["extract", empty, "--checkpoint", str(files["checkpoint"]), "--out", str(out),
+                 "--workers", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out / 'features.json'}: damaged (" in err

@@ -151,7 +151,7 @@ def test_checkpoints_of_other_backbones_or_data_settings_are_refused(files, tmp_
 
 
 def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_text().splitlines()[1:]]  # after the header
 
 
 def test_predict_with_two_checkpoints_writes_each_tasks_results(files, both, tmp_path, capsys):
@@ -168,7 +168,7 @@ def test_predict_with_two_checkpoints_writes_each_tasks_results(files, both, tmp
     # Resume: the first input is skipped, the second is added.
     assert main([*args[:2], str(files["v1"]), *args[2:]]) == 0
     assert [Path(r["path"]).name for r in _lines(out)] == ["v0.mp4", "v1.mp4"]
-    assert "1 predicted, 1 already in" in capsys.readouterr().err
+    assert "1 predicted, 0 unreadable (0 retried), 1 already in" in capsys.readouterr().err
     # The file holds two tasks' results: one checkpoint cannot continue it.
     assert main(["predict", str(files["v0"]), "--checkpoint", str(files["a"]),
                  "--out", str(out)]) == 2

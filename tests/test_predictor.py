@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from video_helpers import one_thread, write_checkpoint, write_indexed_video  # noqa: F401
+from video_helpers import (  # noqa: F401
+    kill_when,
+    one_thread,
+    write_checkpoint,
+    write_indexed_video,
+)
 
 import aim_video
 from aim_video.cli import main
@@ -82,7 +83,10 @@ def test_inputs_come_from_files_folders_and_list_files(files, tmp_path):
 
 
 def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The records of a results file, after its header line."""
+    header, *lines = path.read_text().split("\n")[:-1]
+    assert json.loads(header) == {"aim-video": "predict results", "format": 1}
+    return [json.loads(line) for line in lines]
 
 
 def test_bad_files_in_the_middle_of_a_list_are_reported_and_counted(files, tmp_path, capsys):
@@ -102,37 +106,66 @@ def test_bad_files_in_the_middle_of_a_list_are_reported_and_counted(files, tmp_p
     err = capsys.readouterr().err
     unreadable = [line for line in err.splitlines() if "unreadable:" in line]
     assert len(unreadable) == 3 and all("aim-video predict: unreadable: " in u for u in unreadable)
-    assert "3 unreadable" in err
+    assert f"3 predicted, 3 unreadable (0 retried), 0 already in {out}" in err
+    # A rerun tries the three failures again and replaces their records, in place.
+    missing = root / "missing.mp4"
+    missing.symlink_to(root / "v0.mp4")
+    try:
+        assert main(["predict", str(listing), "--checkpoint", str(files["checkpoint"]),
+                     "--out", str(out), "--workers", "0", "--top-k", "2"]) == 1
+    finally:
+        missing.unlink()
+    again = _lines(out)
+    assert [Path(r["path"]).name for r in again] == names
+    assert [r["ok"] for r in again] == [True, False, True, True, False, True]
+    assert [again[i] for i in (0, 2, 5)] == [results[i] for i in (0, 2, 5)]
+    assert f"1 predicted, 2 unreadable (3 retried), 3 already in {out}" in capsys.readouterr().err
     # All good: exit status 0.
     assert main(["predict", str(files["v0"]), "--checkpoint", str(files["checkpoint"]),
                  "--out", str(tmp_path / "good.jsonl"), "--workers", "0"]) == 0
 
 
-def test_a_killed_run_resumes_where_it_stopped(files, tmp_path, capsys):
-    videos = [str(files[f"v{i % 3}"]) for i in range(3)]
+def test_a_run_killed_from_outside_resumes_where_it_stopped(files, tmp_path, capsys):
     links = []
-    for i in range(6):  # six distinct paths to the three videos
+    for i in range(40):  # distinct paths to the three videos: the child cannot finish first
         link = tmp_path / f"clip{i}.mp4"
-        link.symlink_to(videos[i % 3])
+        link.symlink_to(files[f"v{i % 3}"])
         links.append(str(link))
     out = tmp_path / "results.jsonl"
     args = ["predict", *links, "--checkpoint", str(files["checkpoint"]), "--out", str(out),
             "--batch-size", "2", "--no-progress"]
-    env = os.environ | {"AIM_VIDEO_KILL_AFTER_BATCHES": "1"}
-    # Killed in a decoding worker's run (--workers 1), resumed here without workers.
-    killed = subprocess.run([sys.executable, "-c", "import sys; from aim_video.cli import main; "
-                             "sys.exit(main(sys.argv[1:]))", *args, "--workers", "1"], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    # Killed with a decoding worker (--workers 1) once 2 records are in, resumed here without.
+    kill_when([*args, "--workers", "1"], out,
+               lambda out: out.exists() and out.read_bytes().count(b"\n") >= 3)
     first = _lines(out)
-    assert [r["path"] for r in first] == links[:2]
+    assert 2 <= len(first) < len(links) and [r["path"] for r in first] == links[:len(first)]
     with open(out, "a") as f:
-        f.write('{"path": "' + links[2] + '", "ok": tr')  # a line torn by a kill mid-write
+        f.write('{"path": "' + links[len(first)] + '", "ok": tr')  # a line torn mid-write
     args += ["--workers", "0"]
     assert main(args) == 0
     results = _lines(out)
     assert [r["path"] for r in results] == links and all(r["ok"] for r in results)
-    assert results[:2] == first
-    assert "4 predicted, 2 already in" in capsys.readouterr().err
+    assert results[:len(first)] == first
+    left = len(links) - len(first)
+    assert f"{left} predicted, 0 unreadable (0 retried), {len(first)} already in" in \
+        capsys.readouterr().err
     # Nothing left to do: nothing is written again.
+    before = out.stat()
     assert main(args) == 0 and _lines(out) == results
+    assert out.stat().st_mtime_ns == before.st_mtime_ns
+
+
+@pytest.mark.parametrize("content", [b'{"my": "settings", "keep": true}', b"\x89PNG\r\n" * 40],
+                         ids=["json without a newline", "binary"])
+def test_a_users_file_given_as_out_is_left_byte_for_byte(files, tmp_path, capsys, content):
+    mine = tmp_path / "mine.json"
+    mine.write_bytes(content)
+    assert main(["predict", str(files["v0"]), "--checkpoint", str(files["checkpoint"]),
+                 "--out", str(mine), "--workers", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{mine}: not aim-video predict results" in err
+    assert mine.read_bytes() == content
+    assert main(["predict", str(files["v0"]), "--checkpoint", str(files["checkpoint"]),
+                 "--out", str(tmp_path), "--workers", "0", "--no-progress"]) == 2
+    assert f"{tmp_path} is a folder; --out names a file" in capsys.readouterr().err

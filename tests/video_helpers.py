@@ -7,6 +7,11 @@ and the YUV round trip move them), so a test can tell which frame a decoder gave
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -88,3 +93,21 @@ def write_checkpoint(path: Path, *, classes: int = 3, sampling: str = "dense",
                              progress={}, cfg_dict=config_to_dict(cfg),
                              class_names=[f"class_{c}" for c in range(classes)])
     return save_checkpoint(state, path)
+
+
+def kill_when(args: list[str], out: Path, ready: Callable[[Path], bool]) -> None:
+    """Runs `aim-video ARGS` in a child process and SIGKILLs it from outside (as a crash or an
+    OOM kill would stop it) as soon as `ready(out)`; fails unless the kill stopped it."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; from aim_video.cli import "
+                              "main; sys.exit(main(sys.argv[1:]))", *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while child.poll() is None and not ready(out) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        child.kill()
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL, err.decode(errors="replace")

@@ -6,6 +6,11 @@ fsyncs it, renames it over the target and fsyncs the folder: after a crash or a 
 holds the old content or the new one, never a mix, and only the temporary file can be left
 over (`remove_temp_files` removes those). Files are created with mode 0666 less the umask, as
 `open()` would.
+
+Outputs that grow while a command runs (`predict --out`, `extract`'s index, `metrics.jsonl`)
+start with a header line naming aim-video and what the file is (`output_header`);
+`read_own_lines` refuses any file whose first line is not that header before it changes a byte,
+so a user's file given by mistake is never appended to or "repaired".
 """
 
 from __future__ import annotations
@@ -14,12 +19,18 @@ import json
 import os
 import re
 import secrets
+import stat
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aim_video.errors import UserError
+
+
+class OutputError(UserError, ValueError):
+    """An output that is not ours to continue: a user's file, another format, a folder."""
 
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
@@ -143,3 +154,96 @@ def read_json(path: Path) -> Any | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+# ------------------------------------------------------------ outputs that prove they are ours
+OWNER_KEY = "aim-video"
+_HEADER_PEEK = 4096  # bytes read to look for the header: a user's big file is never read whole
+
+
+def output_header(what: str, **fields: Any) -> str:
+    """The first line of a growing output: `{"aim-video": what, ...}` and its newline."""
+    return json.dumps({OWNER_KEY: what, **fields}) + "\n"
+
+
+def existing_file(path: str | os.PathLike[str], option: str) -> bool:
+    """Whether the output `path` exists (False: it may be created).
+
+    Raises:
+        OutputError: `path` is a folder, a special file, or cannot be looked at.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise OutputError(f"{path}: {err.strerror or err}; give another {option}") from None
+    if stat.S_ISDIR(mode):
+        raise OutputError(f"{path} is a folder; {option} names a file")
+    if not stat.S_ISREG(mode):
+        raise OutputError(f"{path} is not a regular file; give another {option}")
+    return True
+
+
+def header_of(line: bytes) -> str | None:
+    """What a header line says the file is, or None when it is no header of ours."""
+    try:
+        value = json.loads(line)
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    what = value.get(OWNER_KEY) if isinstance(value, dict) else None
+    return what if isinstance(what, str) else None
+
+
+@dataclass
+class OwnLines:
+    """What `read_own_lines` found in a file of ours."""
+
+    lines: list[str]  # the whole lines after the header, split on "\n" only
+    torn: bool  # a last line without its newline (a write cut short) was cut off the file
+    headerless: bool  # no header (an older version's file, accepted on the caller's proof)
+
+
+def read_own_lines(path: str | os.PathLike[str], what: str, *, option: str,
+                   headerless: bool = False) -> OwnLines | None:
+    """The lines of an output that grows, once it is proved to be ours; None when missing.
+
+    The file is ours when its first line is `output_header(what)`. Only then is a torn last
+    line cut off (the one change made here). An empty file holds nothing to lose: it counts as
+    ours, headerless. Lines are split on "\n" alone: `str.splitlines` would also split inside
+    a JSON string holding U+2028 or a carriage return.
+
+    Args:
+        path: the file.
+        what: what the header must name ("predict results", ...).
+        option: how the user named the file, for the message ("--out").
+        headerless: the caller has other proof that the file is ours (an older version wrote
+            it without a header): accept a file whose first line is not a header.
+
+    Raises:
+        OutputError: a folder, a special file, or a file that is not ours; nothing is changed.
+    """
+    path = Path(path)
+    if not existing_file(path, option):
+        return None
+    with open(path, "rb") as f:
+        head = f.read(_HEADER_PEEK)
+    first, newline, _ = head.partition(b"\n")
+    found = header_of(first) if newline else None
+    if head and found != what and not (found is None and headerless):
+        said = f"aim-video's {found}" if found else "not aim-video's header"
+        raise OutputError(f"{path}: not aim-video {what} (its first line is {said}); "
+                          f"left as it is: give another {option}")
+    data = path.read_bytes()
+    start = len(first) + 1 if found else 0
+    end = data.rfind(b"\n") + 1
+    torn = end < len(data)
+    if torn:
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    try:
+        text = data[start:end].decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise OutputError(f"{path}: damaged (not UTF-8 at byte {start + err.start}); "
+                          f"give another {option}") from None
+    return OwnLines(text.split("\n")[:-1], torn, headerless=not found)

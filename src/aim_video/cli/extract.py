@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 
 from tqdm import tqdm
 
-from aim_video.cli.predict import KILL_AFTER_BATCHES, add_input_arguments
+from aim_video.cli.predict import add_input_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     frames = predictor.cfg.data.backend == "frames"
     videos = collect_inputs(args.inputs, root=args.root, frame_folders=frames)
     store = FeatureStore(args.out, args.dtype)
-    todo = list(dict.fromkeys(v for v in videos if v not in store.done))
-    kill_after = os.environ.get(KILL_AFTER_BATCHES)
+    todo = [v for v in dict.fromkeys(videos) if v not in store.done]
+    retried = len(store.failed.intersection(todo))  # unreadable in an earlier run
     failed = 0
     bar = tqdm(total=len(todo), unit="video", disable=args.no_progress or not todo,
                file=sys.stderr, desc="extract")
@@ -79,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         batches = predictor.iter_features(todo, batch_size=args.batch_size, workers=args.workers)
     try:
-        for count, part in enumerate(batches, 1):
+        for part in batches:
             for item in part:
                 if not item.ok:
                     failed += 1
@@ -92,13 +90,11 @@ def run(args: argparse.Namespace) -> int:
                              item.error)
             store.flush()
             bar.update(len(part))
-            if kill_after and count >= int(kill_after):
-                os.kill(os.getpid(), signal.SIGKILL)
     finally:
         bar.close()
     path = store.finalise()
-    earlier = sum(1 for e in store.entries if e["ok"] == "0" and e["path"] in set(videos))
-    print(f"{len(todo)} extracted, {len(videos) - len(todo)} already in {args.out}, "
-          f"{failed + earlier} unreadable; {store.rows} rows of {store.dim} in {path}",
-          file=sys.stderr)
-    return 1 if failed + earlier else 0
+    already = len(dict.fromkeys(videos)) - len(todo)
+    rows = f"{store.rows} rows of {store.dim} floats" if store.dim else "no rows"
+    print(f"{len(todo) - failed} extracted, {failed} unreadable ({retried} retried), "
+          f"{already} already in {args.out}; {rows} in {path}", file=sys.stderr)
+    return 1 if failed else 0

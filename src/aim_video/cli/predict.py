@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -16,11 +14,6 @@ from aim_video.errors import UserError
 if TYPE_CHECKING:
     from aim_video.outputs import JsonlResults
     from aim_video.predictor import Prediction, Predictor
-
-# Test hook: the process kills itself (SIGKILL, as a crash or an OOM kill would) after this
-# many batches have been written, so a test can resume from a known point.
-KILL_AFTER_BATCHES = "AIM_VIDEO_KILL_AFTER_BATCHES"
-
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """INPUTS, --checkpoint and the options shared by predict and extract."""
@@ -65,11 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _kill_point() -> int | None:
-    value = os.environ.get(KILL_AFTER_BATCHES)
-    return int(value) if value else None
-
-
 def run(args: argparse.Namespace) -> int:
     from aim_video.outputs import JsonlResults
     from aim_video.predictor import collect_inputs
@@ -78,21 +66,19 @@ def run(args: argparse.Namespace) -> int:
     frames = predictor.cfg.data.backend == "frames"
     videos = collect_inputs(args.inputs, root=args.root, frame_folders=frames)
     results = JsonlResults(args.out) if args.out else None
-    earlier_failures = 0
+    retried = 0
     if results is not None:
         _check_same_tasks(results, predictor)
-        earlier_failures = sum(1 for v in set(videos)
-                               if v in results.done and not results.done[v]["ok"])
-        todo = list(dict.fromkeys(v for v in videos if v not in results.done))
+        todo = [v for v in dict.fromkeys(videos) if v not in results.done]
+        retried = sum(1 for v in todo if v in results.records)  # failed in an earlier run
     else:
         todo = videos
     failed, printed = 0, []
-    kill_after = _kill_point()
     bar = tqdm(total=len(todo), unit="video", disable=args.no_progress or not todo,
                file=sys.stderr, desc="predict")
     try:
-        for batches, part in enumerate(predictor.iter_predict(
-                todo, args.top_k, batch_size=args.batch_size, workers=args.workers), 1):
+        for part in predictor.iter_predict(todo, args.top_k, batch_size=args.batch_size,
+                                           workers=args.workers):
             for p in part:
                 if not p.ok:
                     failed += 1
@@ -103,18 +89,15 @@ def run(args: argparse.Namespace) -> int:
             else:
                 printed += part
             bar.update(len(part))
-            if kill_after is not None and batches >= kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
     finally:
         bar.close()
         if results is not None:
             results.close()
     if results is not None:
-        total = failed + earlier_failures
-        print(f"{len(todo)} predicted, {len(videos) - len(todo)} already in {args.out}, "
-              f"{total} unreadable" + (f" ({earlier_failures} in earlier runs)"
-                                       if earlier_failures else ""), file=sys.stderr)
-        return 1 if total else 0
+        already = len(dict.fromkeys(videos)) - len(todo)
+        print(f"{len(todo) - failed} predicted, {failed} unreadable ({retried} retried), "
+              f"{already} already in {args.out}", file=sys.stderr)
+        return 1 if failed else 0
     _print(printed, args.json)
     if failed:
         print(f"{failed} of {len(printed)} videos unreadable", file=sys.stderr)

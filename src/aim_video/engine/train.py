@@ -65,6 +65,8 @@ from aim_video.engine.optim import build_optimizer, build_scheduler, head_lr
 from aim_video.engine.plots import plot_curves
 from aim_video.files import (
     ensure_writable_dir,
+    output_header,
+    read_own_lines,
     remove_temp_files,
     write_atomic,
     write_json_atomic,
@@ -74,6 +76,11 @@ from aim_video.model import AIMViT
 from aim_video.weights import CheckpointError, backbone_fingerprint
 
 log = logging.getLogger(__name__)
+
+TRAINING_LOG = "training log"
+# metrics.jsonl's first line: says the file is ours; as a record (kind "header", step 0) it is
+# skipped by readers that pick records by kind.
+LOG_HEADER = output_header(TRAINING_LOG, format=1, kind="header", step=0).rstrip("\n")
 
 
 @dataclass
@@ -369,11 +376,16 @@ class Trainer:
         if not self.env.is_main:
             return
         metrics = self.out_dir / "metrics.jsonl"
-        if metrics.is_file():
+        # Ours when it starts with our header; one without (an older version's) is ours when
+        # the folder holds the last.pt this run resumes from. Anything else is refused as is.
+        own = read_own_lines(metrics, TRAINING_LOG, option="train.out_dir",
+                             headerless=(self.out_dir / ckpt.LAST).is_file())
+        kept: list[str] = []
+        if own is not None:
             # Drop lines logged after the checkpoint we resume from: they will be logged again.
             # A line cut short (a kill or power loss mid-append) cannot be read: drop it too.
-            kept, torn = [], 0
-            for line in metrics.read_text(errors="replace").splitlines():
+            torn = int(own.torn)
+            for line in own.lines:
                 try:
                     record = json.loads(line) if line.strip() else {}
                 except ValueError:
@@ -385,7 +397,7 @@ class Trainer:
             if torn:
                 log.warning("%s: dropped %d unreadable line(s), cut short by an interrupted "
                             "write", metrics, torn)
-            write_text_atomic(metrics, "".join(f"{line}\n" for line in kept))
+        write_text_atomic(metrics, "".join(f"{line}\n" for line in [LOG_HEADER, *kept]))
         if self.cfg.train.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
