@@ -262,7 +262,7 @@ class Trainer:
         per_process = state["processes"]
         if len(per_process) == self.env.world_size:
             mine = per_process[self.env.rank]
-            ckpt.set_rng_state(mine["rng"])
+            ckpt.set_rng_state(mine["rng"], self.env.device)
             self.sums = _EpochSums(**mine["sums"])
         else:
             log.warning("%s was written by %d processes, this run has %d: RNG states are not "
@@ -339,9 +339,8 @@ class Trainer:
 
     def save(self, *, best: bool = False, epoch_file: bool = False) -> None:
         """Writes last.pt (and best.pt / epoch_N.pt); a collective call in distributed runs."""
-        per_process = all_gather_objects(
-            self.env, {"rng": ckpt.rng_state(), "sums": dataclasses.asdict(self._flush())}
-        )
+        per_process = all_gather_objects(self.env, {
+            "rng": ckpt.rng_state(self.env.device), "sums": dataclasses.asdict(self._flush())})
         bad = all_gather_objects(self.env, self.state.bad_files)
         for files in bad:
             self.state.bad_files.update(files)
