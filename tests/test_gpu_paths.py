@@ -175,3 +175,21 @@ def test_a_single_process_on_a_numbered_gpu_makes_it_the_current_one(monkeypatch
     fake = FakeCuda(monkeypatch, [A100, V100])
     env = distributed.init_distributed("cuda:1")
     assert env.device == cuda(1) and fake.set_devices == [1] and torch.cuda.current_device() == 1
+
+
+# ------------------------------------------------------------------------------------ cadence
+def test_the_clock_save_costs_one_broadcast_per_twenty_steps(synthetic, backbone, tmp_path,
+                                                            monkeypatch):
+    built = train_module.Trainer(tiny_config(synthetic, tmp_path, backbone,
+                                             train__save_every_minutes=10, **FAST), CPU, False)
+    built.env = distributed.DistEnv(rank=0, world_size=2, local_rank=0, device=built.env.device)
+    broadcasts = []
+    monkeypatch.setattr(train_module, "broadcast_flag",
+                        lambda env, flag: broadcasts.append(built.state.global_step) or flag)
+    built._last_save_time -= 11 * 60  # rank 0's clock: a save is due
+    due = []
+    for step in range(1, 41):
+        built.state.global_step = step
+        due.append(built._save_due())
+    assert broadcasts == [20, 40]  # was one broadcast (and a host wait) every step
+    assert [i + 1 for i, d in enumerate(due) if d] == [20, 40]

@@ -75,6 +75,10 @@ from aim_video.weights import CheckpointError, backbone_fingerprint
 
 log = logging.getLogger(__name__)
 
+# Under torchrun a save due by `train.save_every_minutes` is noticed within this many optimiser
+# steps (seconds to a few minutes), instead of a broadcast and a host wait every step.
+CLOCK_CHECK_STEPS = 20
+
 
 @dataclass
 class TrainResult:
@@ -456,11 +460,13 @@ class Trainer:
     def _save_due(self) -> bool:
         cfg = self.cfg.train
         by_steps = cfg.save_every_steps > 0 and self.state.global_step % cfg.save_every_steps == 0
-        by_time = cfg.save_every_minutes > 0 and (
-            time.monotonic() - self._last_save_time >= 60 * cfg.save_every_minutes
-        )
-        if cfg.save_every_minutes > 0:
-            by_time = broadcast_flag(self.env, by_time)  # clocks differ: rank 0 decides
+        by_time = False
+        # Clocks differ, so under torchrun rank 0 decides; sharing its decision is a collective
+        # and a wait for the GPU, so it is asked every CLOCK_CHECK_STEPS steps only.
+        if cfg.save_every_minutes > 0 and (not self.env.distributed
+                                           or self.state.global_step % CLOCK_CHECK_STEPS == 0):
+            by_time = time.monotonic() - self._last_save_time >= 60 * cfg.save_every_minutes
+            by_time = broadcast_flag(self.env, by_time)
         return by_steps or by_time
 
     def train_epoch(self) -> bool:
