@@ -193,3 +193,28 @@ def test_the_clock_save_costs_one_broadcast_per_twenty_steps(synthetic, backbone
         due.append(built._save_due())
     assert broadcasts == [20, 40]  # was one broadcast (and a host wait) every step
     assert [i + 1 for i, d in enumerate(due) if d] == [20, 40]
+
+
+# ------------------------------------------------------------------------------------ settings
+def test_deterministic_training_sets_torchs_switches_before_cuda_and_restores_them(
+        synthetic, backbone, tmp_path, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)  # a caller's autotuning
+    seen: dict[str, tuple] = {}
+
+    def switches():
+        return (torch.are_deterministic_algorithms_enabled(),
+                os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.backends.cudnn.benchmark)
+
+    init, epoch = train_module.init_distributed, train_module.Trainer.train_epoch
+    monkeypatch.setattr(train_module, "init_distributed",
+                        lambda device: seen.setdefault("device", switches()) and init(device))
+    monkeypatch.setattr(train_module.Trainer, "train_epoch",
+                        lambda self: seen.setdefault("step", switches()) and epoch(self))
+    for on, out in ((False, "off"), (True, "on")):
+        seen.clear()
+        train_module.train(tiny_config(synthetic, tmp_path / out, backbone, train__max_steps=1,
+                                       train__deterministic=on, **FAST), progress=False)
+        expected = (True, ":4096:8", False) if on else (False, None, True)
+        assert seen == {"device": expected, "step": expected}  # set before CUDA could start
+        assert switches() == (False, None, True)  # the caller's settings are back

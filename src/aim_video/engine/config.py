@@ -101,6 +101,10 @@ class TrainConfig:
     seed: int = 0  # seeds model init, dropout and the sampler (data.seed seeds augmentation)
     max_steps: int | None = None  # stop (and save) after this many optimiser steps in total
     compile: bool = False  # torch.compile the model
+    # Deterministic GPU kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG
+    # :4096:8, no cuDNN autotuning), so that a resumed GPU run repeats an uninterrupted one;
+    # slower, and an op without such a kernel stops the run. CPU runs are deterministic anyway.
+    deterministic: bool = False
     channels_last: bool = False  # channels-last memory format for the patch convolution
     # Recompute activations in backward (memory for compute): false, true (= "blocks"), or a
     # policy: "mlp" (the MLP's hidden activation), "attention_mlp", "blocks" (whole blocks).

@@ -128,6 +128,38 @@ def compute_threads(device: torch.device, data_workers: int,
         torch.set_num_threads(previous)
 
 
+# cuBLAS's workspace setting for reproducible matmuls (CUDA 10.2 on); torch refuses cuBLAS calls
+# under deterministic algorithms without it, and cuBLAS reads it when it starts.
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Runs the block with deterministic GPU kernels when `enabled` (`train.deterministic`),
+    then restores the caller's settings; enter it before anything initialises CUDA.
+
+    Sets CUBLAS_WORKSPACE_CONFIG (unless the caller chose a value), turns on
+    torch.use_deterministic_algorithms (an op without a deterministic kernel then raises) and
+    turns off cuDNN's autotuning, which may pick another kernel in each run.
+    """
+    if not enabled:
+        yield
+        return
+    env_before = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    algorithms_before = torch.are_deterministic_algorithms_enabled()
+    benchmark_before = torch.backends.cudnn.benchmark
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark_before
+        torch.use_deterministic_algorithms(algorithms_before)
+        if env_before is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
 def loader_worker_init(worker_id: int, parent: int) -> None:
     """A DataLoader `worker_init_fn` (bind `parent=os.getpid()` with functools.partial): the
     worker dies with the process that started it, without a traceback.

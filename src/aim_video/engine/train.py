@@ -6,9 +6,10 @@ validating and checkpointing as configured. With `data.device_augment` (by defau
 GPU) the loader ships uint8 crops and the flip, colour jitter, normalisation and erasing run on
 the device (`DeviceAugment`), drawing what the loader would have. Everything random is seeded,
 and a checkpoint stores the position inside the epoch and every process's RNG state, so a run
-that is stopped and resumed ends with the same weights as one that ran straight through. Every
-file is written atomically; after a kill (at any moment: `tests/test_faults.py`), `--resume auto`
-repairs what the kill left: best.pt, a torn last line of metrics.jsonl, temporary files.
+that is stopped and resumed ends with the same weights as one that ran straight through (on the
+CPU; on a GPU with `train.deterministic`). Every file is written atomically; after a kill (at
+any moment: `tests/test_faults.py`), `--resume auto` repairs what the kill left: best.pt, a torn
+last line of metrics.jsonl, temporary files.
 
 The run folder (`train.out_dir`) receives `config.yaml`, `last.pt`, `best.pt`, `metrics.jsonl`,
 `bad_files.json`, `curves.png`, TensorBoard events (`tb/`, when installed) and, after the
@@ -57,6 +58,7 @@ from aim_video.engine.distributed import (
     broadcast_flag,
     cleanup,
     compute_threads,
+    deterministic_algorithms,
     init_distributed,
     loader_worker_init,
 )
@@ -653,6 +655,11 @@ def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = Tru
         UserError: `out_dir` cannot be created or written (checked before any other work).
     """
     cfg = with_absolute_paths(cfg)
+    with deterministic_algorithms(cfg.train.deterministic):
+        return _train(cfg, resume, progress)
+
+
+def _train(cfg: RunConfig, resume: str | Path | None, progress: bool) -> TrainResult:
     joined_before = dist.is_initialized()
     env = init_distributed(cfg.train.device)
     try:
