@@ -218,3 +218,16 @@ def test_deterministic_training_sets_torchs_switches_before_cuda_and_restores_th
         expected = (True, ":4096:8", False) if on else (False, None, True)
         assert seen == {"device": expected, "step": expected}  # set before CUDA could start
         assert switches() == (False, None, True)  # the caller's settings are back
+
+
+def test_compiled_training_drops_the_short_last_batch(synthetic, backbone, tmp_path):
+    # 8 training videos in batches of 3: a last batch of 2 would compile the model again.
+    for compiled, steps in ((False, 3), (True, 2)):
+        built = train_module.Trainer(tiny_config(synthetic, tmp_path, backbone,
+                                                 optim__batch_size=3, train__compile=compiled,
+                                                 **FAST), CPU, False)
+        assert built.loader.drop_last is compiled and built.steps_per_epoch == steps
+        assert {len(batch.index) for batch in built.loader} == ({3} if compiled else {3, 2})
+    with pytest.raises(ConfigError, match="train.compile drops the short last batch"):
+        train_module.Trainer(tiny_config(synthetic, tmp_path, backbone, optim__batch_size=9,
+                                         train__compile=True, **FAST), CPU, False)

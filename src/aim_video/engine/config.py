@@ -100,7 +100,9 @@ class TrainConfig:
     log_every: int = 20  # optimiser steps between metrics lines and progress-bar loss updates
     seed: int = 0  # seeds model init, dropout and the sampler (data.seed seeds augmentation)
     max_steps: int | None = None  # stop (and save) after this many optimiser steps in total
-    compile: bool = False  # torch.compile the model
+    # torch.compile the model; the training loader then drops each epoch's short last batch,
+    # whose other shape would compile the model again mid-epoch.
+    compile: bool = False
     # Deterministic GPU kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG
     # :4096:8, no cuDNN autotuning), so that a resumed GPU run repeats an uninterrupted one;
     # slower, and an op without such a kernel stops the run. CPU runs are deterministic anyway.

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from aim_video.data.dataset import DeviceAugment, TrainBatch, build_dataset, collate
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import (
+    ConfigError,
     RunConfig,
     config_to_dict,
     save_config,
@@ -183,6 +184,11 @@ class Trainer:
         self.model = self._build_model()
         self.sampler = EpochSampler(len(self.train_set), env, cfg.train.seed)
         self.loader = self._build_loader()
+        if len(self.loader) == 0:
+            raise ConfigError(
+                f"train.compile drops the short last batch, and each process's share of the "
+                f"{len(self.train_set)} training videos is {self.sampler.per_process}, less than "
+                f"optim.batch_size {cfg.optim.batch_size}: lower it or set train.compile=false")
         self.steps_per_epoch = math.ceil(len(self.loader) / cfg.optim.accum_steps)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch)
@@ -222,6 +228,9 @@ class Trainer:
             collate_fn=collate,
             pin_memory=self.env.device.type == "cuda",
             persistent_workers=workers > 0,
+            # A compiled model recompiles for a new batch shape: the short last batch would
+            # compile it again mid-epoch (then for a dynamic batch size).
+            drop_last=self.cfg.train.compile,
             worker_init_fn=functools.partial(loader_worker_init, parent=os.getpid()),
             # The loader's own generator: creating an iterator must not draw from the global
             # RNG, whose state a resumed run restores from the checkpoint.
