@@ -231,3 +231,101 @@ def test_compiled_training_drops_the_short_last_batch(synthetic, backbone, tmp_p
     with pytest.raises(ConfigError, match="train.compile drops the short last batch"):
         train_module.Trainer(tiny_config(synthetic, tmp_path, backbone, optim__batch_size=9,
                                          train__compile=True, **FAST), CPU, False)
+
+
+# ------------------------------------------------------------------------------------ world size
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _record(out: Path, rank: int) -> Iterator[None]:
+    """Records, per process, each trained batch's video indices (with the epoch and the lr it
+    trained at) and the epoch sums reduced at each epoch's end."""
+    batch, reduce = train_module.Trainer._batch, train_module.all_reduce_sum
+    log = out / f"record{rank}.jsonl"
+
+    def write(entry: dict) -> None:
+        with open(log, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def recording_batch(self, b):
+        write({"epoch": self.state.epoch, "step": self.state.global_step,
+               "lr": head_lr(self.optimizer), "index": b.index.tolist()})
+        return batch(self, b)
+
+    def recording_reduce(env, values):
+        total = reduce(env, values)
+        write({"sums": total})
+        return total
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module.Trainer, "_batch", recording_batch)
+        patch.setattr(train_module, "all_reduce_sum", recording_reduce)
+        yield
+
+
+def _worker(rank: int, world: int, port: int, cfg, out: Path, resume) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    with _record(out, rank):
+        train_module.train(cfg, resume=resume, progress=False)
+
+
+def _two_processes(cfg, out: Path, resume=None) -> None:
+    # fork: the children start with torch imported, instead of importing it again.
+    mp.start_processes(_worker, args=(2, _free_port(), cfg, out, resume), nprocs=2, join=True,
+                       start_method="fork")
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(out.glob("record*.jsonl"))
+            for line in path.read_text().splitlines()]
+
+
+def _check_epochs_and_schedule(records: list[dict], cfg) -> None:
+    """Each epoch trained every one of the 8 videos once and summed 8 clips; each step's lr is
+    the schedule of 2 epochs x 2 steps of 4 videos (warm-up 1 step, then the cosine)."""
+    for epoch in (0, 1):
+        seen = sorted(i for r in records if r.get("epoch") == epoch for i in r["index"])
+        assert seen == list(range(8)), f"epoch {epoch + 1} trained videos {seen}"
+    clips = [r["sums"][2] for r in records if "sums" in r]  # per process and epoch end
+    assert len(clips) >= 2 and set(clips) == {8}
+    floor = cfg.optim.min_lr / cfg.optim.lr
+    for r in records:
+        if "lr" in r:
+            step = r["step"]
+            factor = 1.0 if step == 0 else floor + (1 - floor) * 0.5 * (
+                1 + math.cos(math.pi * (step - 1) / 3))
+            assert r["lr"] == pytest.approx(cfg.optim.lr * factor, rel=1e-12), f"step {step}"
+
+
+def test_a_two_process_run_resumes_as_one_and_one_as_two(synthetic, backbone, tmp_path):
+    def config(out, accum, **extra):
+        return tiny_config(synthetic, out, backbone, optim__accum_steps=accum, **FAST, **extra)
+
+    # Two processes of 2 videos a step (4 per step), stopped mid-epoch 2 after 3 of 4 steps.
+    two = tmp_path / "two"
+    _two_processes(config(two, 1, train__max_steps=3), two)
+    last = (two / "last.pt").read_bytes()
+    # Alone at 2 videos a step, the saved schedule and position would not fit: one line.
+    with pytest.raises(UserError) as err:
+        train_module.train(config(two, 1), resume="auto", progress=False)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{two / 'last.pt'} was written by 2 ")
+    assert "optim.accum_steps=2" in message and (two / "last.pt").read_bytes() == last
+    # Alone with 2 micro-batches a step (4 videos per step, as before) it goes on.
+    with _record(two, 0):
+        result = train_module.train(config(two, 2), resume="auto", progress=False)
+    assert result.completed and result.global_step == 4
+    _check_epochs_and_schedule(_records(two), config(two, 2))
+
+    # One process of 4 videos a step, stopped mid-epoch 1, resumed as two of 2 each.
+    one = tmp_path / "one"
+    with _record(one, 0):
+        train_module.train(config(one, 2, train__max_steps=1), progress=False)
+    _two_processes(config(one, 1), one, resume="auto")
+    _check_epochs_and_schedule(_records(one), config(one, 2))

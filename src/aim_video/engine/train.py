@@ -7,9 +7,10 @@ GPU) the loader ships uint8 crops and the flip, colour jitter, normalisation and
 the device (`DeviceAugment`), drawing what the loader would have. Everything random is seeded,
 and a checkpoint stores the position inside the epoch and every process's RNG state, so a run
 that is stopped and resumed ends with the same weights as one that ran straight through (on the
-CPU; on a GPU with `train.deterministic`). Every file is written atomically; after a kill (at
-any moment: `tests/test_faults.py`), `--resume auto` repairs what the kill left: best.pt, a torn
-last line of metrics.jsonl, temporary files.
+CPU; on a GPU with `train.deterministic`). It may resume with another number of processes that
+keeps the videos per optimiser step (`optim.accum_steps`): same schedule, same videos. Every
+file is written atomically; after a kill (at any moment: `tests/test_faults.py`), `--resume auto`
+repairs what the kill left: best.pt, a torn last line of metrics.jsonl, temporary files.
 
 The run folder (`train.out_dir`) receives `config.yaml`, `last.pt`, `best.pt`, `metrics.jsonl`,
 `bad_files.json`, `curves.png`, TensorBoard events (`tb/`, when installed) and, after the
@@ -263,6 +264,9 @@ class Trainer:
             raise CheckpointError(
                 f"{path}: the checkpoint's classes differ from those of {self.cfg.data.train}"
             )
+        per_process = state["processes"]
+        if len(per_process) != self.env.world_size:
+            self._check_world_change(state, path)
         ckpt.restore_model(self.model, state, path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -274,12 +278,15 @@ class Trainer:
             best_top1=state["best_top1"], best_epoch=state.get("best_epoch"),
             bad_files=dict(state["bad_files"]),
         )
-        per_process = state["processes"]
         if len(per_process) == self.env.world_size:
             mine = per_process[self.env.rank]
             ckpt.set_rng_state(mine["rng"], self.env.device)
             self.sums = _EpochSums(**mine["sums"])
         else:
+            # The epoch's sums are only ever summed over processes: rank 0 carries them all.
+            if self.env.is_main:
+                for saved in per_process:
+                    self.sums.add(**saved["sums"])
             log.warning("%s was written by %d processes, this run has %d: RNG states are not "
                         "restored, so the rest of the run is not bit-identical", path,
                         len(per_process), self.env.world_size)
@@ -294,6 +301,31 @@ class Trainer:
         if self.env.is_main:
             log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch + 1,
                      self.state.global_step)
+
+    def _check_world_change(self, state: dict[str, Any], path: Path) -> None:
+        """Refuses a resume with another process count unless the run goes on unchanged.
+
+        Each optimiser step trains the next `batch_size x accum_steps x processes` videos of
+        the epoch's shuffled order (process r taking every world_size-th), whatever the number
+        of processes: with the same videos per step the schedule's length, and the videos the
+        first `step_in_epoch` steps trained, are the saved run's. With other counts neither the
+        saved schedule nor the position in the epoch would fit this run.
+        """
+        saved_world, saved = len(state["processes"]), state["config"]["optim"]
+        saved_videos = saved["batch_size"] * saved["accum_steps"] * saved_world
+        saved_total = state["scheduler"]["lr_lambdas"][0]["total_steps"]
+        per_micro_batch = self.cfg.optim.batch_size * self.env.world_size
+        videos = per_micro_batch * self.cfg.optim.accum_steps
+        total = self.scheduler.lr_lambdas[0].total_steps
+        if (saved_videos, saved_total) == (videos, total):
+            return
+        hint = (f" (here optim.accum_steps={saved_videos // per_micro_batch})"
+                if saved_videos % per_micro_batch == 0 else "")
+        raise CheckpointError(
+            f"{path} was written by {saved_world} process(es) at {saved_videos} videos per "
+            f"optimiser step ({saved_total} steps in all); this run has {self.env.world_size} at "
+            f"{videos} ({total} steps): resume with {saved_world} process(es), or keep "
+            f"optim.batch_size x optim.accum_steps x processes = {saved_videos}{hint}")
 
     def init_from(self, path: str | Path) -> ckpt.Transfer:
         """Starts the trained parts from another run's checkpoint or a released AIM model
