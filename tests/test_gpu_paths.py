@@ -310,13 +310,14 @@ def test_a_two_process_run_resumes_as_one_and_one_as_two(synthetic, backbone, tm
     # Two processes of 2 videos a step (4 per step), stopped mid-epoch 2 after 3 of 4 steps.
     two = tmp_path / "two"
     _two_processes(config(two, 1, train__max_steps=3), two)
-    last = (two / "last.pt").read_bytes()
+    last, written = (two / "last.pt").read_bytes(), (two / "config.yaml").read_bytes()
     # Alone at 2 videos a step, the saved schedule and position would not fit: one line.
     with pytest.raises(UserError) as err:
         train_module.train(config(two, 1), resume="auto", progress=False)
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{two / 'last.pt'} was written by 2 ")
     assert "optim.accum_steps=2" in message and (two / "last.pt").read_bytes() == last
+    assert (two / "config.yaml").read_bytes() == written
     # Alone with 2 micro-batches a step (4 videos per step, as before) it goes on.
     with _record(two, 0):
         result = train_module.train(config(two, 2), resume="auto", progress=False)

@@ -605,7 +605,6 @@ class Trainer:
             if removed:
                 log.info("removed %d temporary file(s) of an interrupted write from %s: %s",
                          len(removed), self.out_dir, ", ".join(p.name for p in removed))
-            save_config(self.cfg, self.out_dir / "config.yaml")
         if resume is not None:
             if self.cfg.train.init_from and self.env.is_main:
                 log.info("train.init_from (%s) is ignored: resuming from %s, which holds the "
@@ -613,6 +612,8 @@ class Trainer:
             self.resume(resume)
         elif self.cfg.train.init_from:
             self.init_from(self.cfg.train.init_from)
+        if self.env.is_main:  # once accepted: a refused resume leaves the run's config as it was
+            save_config(self.cfg, self.out_dir / "config.yaml")
         self._open_logs()
         start = time.monotonic()
         completed = True
