@@ -130,9 +130,10 @@ def _interrupted(temp):
 
 
 def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
-    save_checkpoint({"rng": rng_state()}, tmp_path / "rng.pt")
+    cpu = torch.device("cpu")
+    save_checkpoint({"rng": rng_state(cpu)}, tmp_path / "rng.pt")
     first = (random.random(), np.random.rand(), torch.rand(1).item())
-    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"], cpu)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
 
 

@@ -63,8 +63,13 @@ class RandomBackboneError(UserError, RuntimeError):
 
 
 # ------------------------------------------------------------------------------------ RNG state
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch and CUDA generator states, as tensors and primitives only."""
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """Python, NumPy, torch and (when `device` is a GPU) that GPU's generator states, as
+    tensors and primitives only.
+
+    Only the GPU this process computes on: a run resumed on fewer GPUs, or on other ones,
+    restores each process's own state to the GPU it now uses (`set_rng_state`).
+    """
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
@@ -76,14 +81,18 @@ def rng_state() -> dict[str, Any]:
         "numpy_has_gauss": int(has_gauss),
         "numpy_gauss": float(cached),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
     }
     assert kind == "MT19937"
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restores what `rng_state()` captured."""
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restores what `rng_state()` captured; its GPU state goes to `device`.
+
+    Earlier checkpoints hold a list, every GPU's state that the process saw: the one at
+    `device`'s index was its own when the GPUs are mapped as they were.
+    """
     random.setstate(
         (state["python_version"], tuple(state["python_state"].tolist()), state["python_gauss"])
     )
@@ -92,8 +101,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
         state["numpy_has_gauss"], state["numpy_gauss"],
     ))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    gpu = state["cuda"]
+    if isinstance(gpu, list):  # every GPU's state, in index order
+        gpu = gpu[device.index] if device.type == "cuda" and device.index < len(gpu) else None
+    if gpu is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(gpu, device)
 
 
 # ------------------------------------------------------------------------------------ files

@@ -92,15 +92,24 @@ class TrainConfig:
     """How the training program runs: where it writes, precision, cadence, reproducibility."""
 
     out_dir: str = "runs/aim"  # run folder: config, checkpoints, metrics, plots
-    precision: Precision = "auto"  # auto: bf16 on a CUDA GPU that has it, else fp32
+    # auto: bf16 on a CUDA GPU that computes it natively (A100, H100, ...), fp16 with the grad
+    # scaler on older GPUs (V100, T4), fp32 on the CPU.
+    precision: Precision = "auto"
     eval_every: int = 1  # validate every N epochs (and after the last); 0: only at the end
     save_every_steps: int = 0  # also save last.pt every N optimiser steps; 0: epoch ends only
-    save_every_minutes: float = 0.0  # also save last.pt every N minutes; 0: off
+    # Also save last.pt every N minutes (under torchrun noticed within 20 steps); 0: off.
+    save_every_minutes: float = 0.0
     keep_epoch_checkpoints: bool = False  # keep epoch_{N}.pt beside last.pt and best.pt
     log_every: int = 20  # optimiser steps between metrics lines and progress-bar loss updates
     seed: int = 0  # seeds model init, dropout and the sampler (data.seed seeds augmentation)
     max_steps: int | None = None  # stop (and save) after this many optimiser steps in total
-    compile: bool = False  # torch.compile the model
+    # torch.compile the model; the training loader then drops each epoch's short last batch,
+    # whose other shape would compile the model again mid-epoch.
+    compile: bool = False
+    # Deterministic GPU kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG
+    # :4096:8, no cuDNN autotuning), so that a resumed GPU run repeats an uninterrupted one;
+    # slower, and an op without such a kernel stops the run. CPU runs are deterministic anyway.
+    deterministic: bool = False
     channels_last: bool = False  # channels-last memory format for the patch convolution
     # Recompute activations in backward (memory for compute): false, true (= "blocks"), or a
     # policy: "mlp" (the MLP's hidden activation), "attention_mlp", "blocks" (whole blocks).

@@ -46,9 +46,14 @@ class DistEnv:
 def resolve_device(name: str, local_rank: int = 0, key: str = "device") -> torch.device:
     """`auto` -> this process's CUDA GPU if there is one, else the CPU.
 
+    `cuda` (and `auto` on a GPU machine) is GPU `local_rank` when the process sees several, and
+    GPU 0 when it sees one: the launcher gave each process a GPU of its own (SLURM
+    `--gpus-per-task=1`, one GPU per Kubernetes pod), whatever its LOCAL_RANK.
+
     Raises:
         ConfigError: `name` is not one of `DEVICE_CHOICES`, or names a device this machine
-            lacks (`key` names the setting in the message).
+            lacks (`key` names the setting in the message), or several processes would share
+            a GPU (NCCL refuses two ranks on one device).
     """
     check_device_name(name, key)
     if name == "auto":
@@ -56,7 +61,15 @@ def resolve_device(name: str, local_rank: int = 0, key: str = "device") -> torch
     device = torch.device(name)
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if device.index is None:
+        if device.index is None and count == 1:
+            device = torch.device("cuda", 0)
+        elif device.index is None:
+            if local_rank >= count > 0:
+                raise ConfigError(
+                    f"{key}: this process has LOCAL_RANK {local_rank} but torch sees {count} "
+                    f"CUDA GPUs here, so processes would share one: start at most {count} "
+                    "processes per machine (torchrun --nproc_per_node), or show each process "
+                    "one GPU of its own (CUDA_VISIBLE_DEVICES)")
             device = torch.device("cuda", local_rank)
         if device.index >= count:
             raise ConfigError(f"{key}: {name!r} needs CUDA GPU {device.index}, but torch sees "
@@ -69,12 +82,17 @@ def resolve_device(name: str, local_rank: int = 0, key: str = "device") -> torch
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `train.precision` on `device`; None means plain fp32.
 
-    `auto` is bf16 on a CUDA GPU that supports it (fp16 on older ones) and fp32 on the CPU.
+    `auto` is bf16 on a CUDA GPU that computes it natively (compute capability 8.0 on, and
+    ROCm GPUs), fp16 on older ones (V100, T4: the caller's grad scaler then runs), and fp32 on
+    the CPU. Torch's own `is_bf16_supported()` says yes to older GPUs too, where bf16 is
+    emulated (slow matmuls, no fused attention kernel), and asks the current GPU, not `device`.
     """
     if precision == "auto":
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        with torch.cuda.device(device):
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
@@ -110,6 +128,38 @@ def compute_threads(device: torch.device, data_workers: int,
         torch.set_num_threads(previous)
 
 
+# cuBLAS's workspace setting for reproducible matmuls (CUDA 10.2 on); torch refuses cuBLAS calls
+# under deterministic algorithms without it, and cuBLAS reads it when it starts.
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Runs the block with deterministic GPU kernels when `enabled` (`train.deterministic`),
+    then restores the caller's settings; enter it before anything initialises CUDA.
+
+    Sets CUBLAS_WORKSPACE_CONFIG (unless the caller chose a value), turns on
+    torch.use_deterministic_algorithms (an op without a deterministic kernel then raises) and
+    turns off cuDNN's autotuning, which may pick another kernel in each run.
+    """
+    if not enabled:
+        yield
+        return
+    env_before = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    algorithms_before = torch.are_deterministic_algorithms_enabled()
+    benchmark_before = torch.backends.cudnn.benchmark
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark_before
+        torch.use_deterministic_algorithms(algorithms_before)
+        if env_before is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
 def loader_worker_init(worker_id: int, parent: int) -> None:
     """A DataLoader `worker_init_fn` (bind `parent=os.getpid()` with functools.partial): the
     worker dies with the process that started it, without a traceback.
@@ -143,6 +193,9 @@ def loader_worker_init(worker_id: int, parent: int) -> None:
 def init_distributed(device: str = "auto") -> DistEnv:
     """Joins the torchrun job described by the environment (or a job of one).
 
+    A process computing on a GPU makes it the current one (torch.cuda.set_device), as the
+    loader's pin-memory thread and anything else that asks for "the" GPU use that.
+
     Args:
         device: `auto`, `cpu`, `cuda` or `cuda:N` (N is ignored under torchrun: LOCAL_RANK wins).
     """
@@ -152,9 +205,9 @@ def init_distributed(device: str = "auto") -> DistEnv:
     if world > 1 and device not in ("auto", "cpu", "cuda"):
         device = "cuda"  # one GPU per process, chosen by LOCAL_RANK
     dev = resolve_device(device, local_rank, key="train.device")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank,
                                 world_size=world)
     return DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=dev)

@@ -6,7 +6,9 @@ validating and checkpointing as configured. With `data.device_augment` (by defau
 GPU) the loader ships uint8 crops and the flip, colour jitter, normalisation and erasing run on
 the device (`DeviceAugment`), drawing what the loader would have. Everything random is seeded,
 and a checkpoint stores the position inside the epoch and every process's RNG state, so a run
-that is stopped and resumed ends with the same weights as one that ran straight through. Every
+that is stopped and resumed ends with the same weights as one that ran straight through (on the
+CPU; on a GPU with `train.deterministic`). It may resume with another number of processes that
+keeps the videos per optimiser step (`optim.accum_steps`): same schedule, same videos. Every
 file is written atomically; after a kill (at any moment: `tests/test_faults.py`), `--resume auto`
 repairs what the kill left: best.pt, a torn last line of metrics.jsonl, temporary files.
 
@@ -42,6 +44,7 @@ from tqdm import tqdm
 from aim_video.data.dataset import DeviceAugment, TrainBatch, build_dataset, collate
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import (
+    ConfigError,
     RunConfig,
     config_to_dict,
     save_config,
@@ -57,6 +60,7 @@ from aim_video.engine.distributed import (
     broadcast_flag,
     cleanup,
     compute_threads,
+    deterministic_algorithms,
     init_distributed,
     loader_worker_init,
 )
@@ -81,6 +85,10 @@ TRAINING_LOG = "training log"
 # metrics.jsonl's first line: says the file is ours; as a record (kind "header", step 0) it is
 # skipped by readers that pick records by kind.
 LOG_HEADER = output_header(TRAINING_LOG, format=1, kind="header", step=0).rstrip("\n")
+
+# Under torchrun a save due by `train.save_every_minutes` is noticed within this many optimiser
+# steps (seconds to a few minutes), instead of a broadcast and a host wait every step.
+CLOCK_CHECK_STEPS = 20
 
 
 @dataclass
@@ -184,6 +192,11 @@ class Trainer:
         self.model = self._build_model()
         self.sampler = EpochSampler(len(self.train_set), env, cfg.train.seed)
         self.loader = self._build_loader()
+        if len(self.loader) == 0:
+            raise ConfigError(
+                f"train.compile drops the short last batch, and each process's share of the "
+                f"{len(self.train_set)} training videos is {self.sampler.per_process}, less than "
+                f"optim.batch_size {cfg.optim.batch_size}: lower it or set train.compile=false")
         self.steps_per_epoch = math.ceil(len(self.loader) / cfg.optim.accum_steps)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch)
@@ -223,6 +236,9 @@ class Trainer:
             collate_fn=collate,
             pin_memory=self.env.device.type == "cuda",
             persistent_workers=workers > 0,
+            # A compiled model recompiles for a new batch shape: the short last batch would
+            # compile it again mid-epoch (then for a dynamic batch size).
+            drop_last=self.cfg.train.compile,
             worker_init_fn=functools.partial(loader_worker_init, parent=os.getpid()),
             # The loader's own generator: creating an iterator must not draw from the global
             # RNG, whose state a resumed run restores from the checkpoint.
@@ -255,6 +271,9 @@ class Trainer:
             raise CheckpointError(
                 f"{path}: the checkpoint's classes differ from those of {self.cfg.data.train}"
             )
+        per_process = state["processes"]
+        if len(per_process) != self.env.world_size:
+            self._check_world_change(state, path)
         ckpt.restore_model(self.model, state, path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -266,12 +285,15 @@ class Trainer:
             best_top1=state["best_top1"], best_epoch=state.get("best_epoch"),
             bad_files=dict(state["bad_files"]),
         )
-        per_process = state["processes"]
         if len(per_process) == self.env.world_size:
             mine = per_process[self.env.rank]
-            ckpt.set_rng_state(mine["rng"])
+            ckpt.set_rng_state(mine["rng"], self.env.device)
             self.sums = _EpochSums(**mine["sums"])
         else:
+            # The epoch's sums are only ever summed over processes: rank 0 carries them all.
+            if self.env.is_main:
+                for saved in per_process:
+                    self.sums.add(**saved["sums"])
             log.warning("%s was written by %d processes, this run has %d: RNG states are not "
                         "restored, so the rest of the run is not bit-identical", path,
                         len(per_process), self.env.world_size)
@@ -286,6 +308,31 @@ class Trainer:
         if self.env.is_main:
             log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch + 1,
                      self.state.global_step)
+
+    def _check_world_change(self, state: dict[str, Any], path: Path) -> None:
+        """Refuses a resume with another process count unless the run goes on unchanged.
+
+        Each optimiser step trains the next `batch_size x accum_steps x processes` videos of
+        the epoch's shuffled order (process r taking every world_size-th), whatever the number
+        of processes: with the same videos per step the schedule's length, and the videos the
+        first `step_in_epoch` steps trained, are the saved run's. With other counts neither the
+        saved schedule nor the position in the epoch would fit this run.
+        """
+        saved_world, saved = len(state["processes"]), state["config"]["optim"]
+        saved_videos = saved["batch_size"] * saved["accum_steps"] * saved_world
+        saved_total = state["scheduler"]["lr_lambdas"][0]["total_steps"]
+        per_micro_batch = self.cfg.optim.batch_size * self.env.world_size
+        videos = per_micro_batch * self.cfg.optim.accum_steps
+        total = self.scheduler.lr_lambdas[0].total_steps
+        if (saved_videos, saved_total) == (videos, total):
+            return
+        hint = (f" (here optim.accum_steps={saved_videos // per_micro_batch})"
+                if saved_videos % per_micro_batch == 0 else "")
+        raise CheckpointError(
+            f"{path} was written by {saved_world} process(es) at {saved_videos} videos per "
+            f"optimiser step ({saved_total} steps in all); this run has {self.env.world_size} at "
+            f"{videos} ({total} steps): resume with {saved_world} process(es), or keep "
+            f"optim.batch_size x optim.accum_steps x processes = {saved_videos}{hint}")
 
     def init_from(self, path: str | Path) -> ckpt.Transfer:
         """Starts the trained parts from another run's checkpoint or a released AIM model
@@ -346,9 +393,8 @@ class Trainer:
 
     def save(self, *, best: bool = False, epoch_file: bool = False) -> None:
         """Writes last.pt (and best.pt / epoch_N.pt); a collective call in distributed runs."""
-        per_process = all_gather_objects(
-            self.env, {"rng": ckpt.rng_state(), "sums": dataclasses.asdict(self._flush())}
-        )
+        per_process = all_gather_objects(self.env, {
+            "rng": ckpt.rng_state(self.env.device), "sums": dataclasses.asdict(self._flush())})
         bad = all_gather_objects(self.env, self.state.bad_files)
         for files in bad:
             self.state.bad_files.update(files)
@@ -469,11 +515,13 @@ class Trainer:
     def _save_due(self) -> bool:
         cfg = self.cfg.train
         by_steps = cfg.save_every_steps > 0 and self.state.global_step % cfg.save_every_steps == 0
-        by_time = cfg.save_every_minutes > 0 and (
-            time.monotonic() - self._last_save_time >= 60 * cfg.save_every_minutes
-        )
-        if cfg.save_every_minutes > 0:
-            by_time = broadcast_flag(self.env, by_time)  # clocks differ: rank 0 decides
+        by_time = False
+        # Clocks differ, so under torchrun rank 0 decides; sharing its decision is a collective
+        # and a wait for the GPU, so it is asked every CLOCK_CHECK_STEPS steps only.
+        if cfg.save_every_minutes > 0 and (not self.env.distributed
+                                           or self.state.global_step % CLOCK_CHECK_STEPS == 0):
+            by_time = time.monotonic() - self._last_save_time >= 60 * cfg.save_every_minutes
+            by_time = broadcast_flag(self.env, by_time)
         return by_steps or by_time
 
     def train_epoch(self) -> bool:
@@ -569,7 +617,6 @@ class Trainer:
             if removed:
                 log.info("removed %d temporary file(s) of an interrupted write from %s: %s",
                          len(removed), self.out_dir, ", ".join(p.name for p in removed))
-            save_config(self.cfg, self.out_dir / "config.yaml")
         if resume is not None:
             if self.cfg.train.init_from and self.env.is_main:
                 log.info("train.init_from (%s) is ignored: resuming from %s, which holds the "
@@ -577,6 +624,8 @@ class Trainer:
             self.resume(resume)
         elif self.cfg.train.init_from:
             self.init_from(self.cfg.train.init_from)
+        if self.env.is_main:  # once accepted: a refused resume leaves the run's config as it was
+            save_config(self.cfg, self.out_dir / "config.yaml")
         self._open_logs()
         start = time.monotonic()
         completed = True
@@ -660,6 +709,11 @@ def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = Tru
         UserError: `out_dir` cannot be created or written (checked before any other work).
     """
     cfg = with_absolute_paths(cfg)
+    with deterministic_algorithms(cfg.train.deterministic):
+        return _train(cfg, resume, progress)
+
+
+def _train(cfg: RunConfig, resume: str | Path | None, progress: bool) -> TrainResult:
     joined_before = dist.is_initialized()
     env = init_distributed(cfg.train.device)
     try:
