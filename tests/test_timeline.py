@@ -6,7 +6,9 @@ test checks exactly which frames every window got and at what time.
 
 from __future__ import annotations
 
+import itertools
 import json
+import tracemalloc
 from fractions import Fraction
 from pathlib import Path
 
@@ -84,6 +86,24 @@ def test_a_stride_shorter_than_a_frame_is_refused(tmp_path, stride):
     # One frame is the least stride: every frame starts a window.
     assert [w[2] for w in _indices(video, num_frames=2, interval=1, stride=0.125)] == [
         [0, 1], [1, 2], [2, 3]]
+
+
+def test_a_timestamp_that_jumps_a_day_ahead_fills_windows_as_they_are_taken(tmp_path):
+    # Frame 2 is shown from 0.25 s until frame 3, at 100,000 s: 200,000 windows of 0.5 s. The
+    # old stream placed them all before handing out the first (5.9 MB of Python objects at
+    # 10,000 s, so a jump of years was all the memory); now each span's windows go out first.
+    video = write_retimed_mkv(tmp_path / "jump.mkv", [0, 1, 2, 8 * 10**5, 8 * 10**5 + 1])
+    tracemalloc.start()
+    try:
+        windows = list(itertools.islice(stream_windows(video, num_frames=2, interval=2), 5))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(w.start, w.end) for w in windows] == [(k / 2, k / 2 + 0.5) for k in range(5)]
+    # Frame i is grey level 10 * i (JPEG moves it by a level or two): the windows take frames
+    # (0, 2), then frame 2, on screen until the jump.
+    assert [[round(f.mean() / 10) for f in w.frames] for w in windows] == [[0, 2]] + [[2, 2]] * 4
+    assert peak < 1_000_000  # bytes: a few windows' frames (6 kB each) and bookkeeping
 
 
 def test_timestamps_that_repeat_or_run_backwards_are_named_in_the_note(tmp_path):

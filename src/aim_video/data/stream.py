@@ -227,14 +227,25 @@ def stream_windows(
                 yield Window(k, float(start), float(end), np.stack(frames))
 
         def settle(frame_time: Fraction, frame: Any, until: Fraction) -> Iterator[Window]:
-            """`frame` is shown over [frame_time, until): give it to the samples there."""
-            pairs = windower.samples_in(frame_time, until)
-            if pairs:
-                rgb = _reformatter().reformat(frame, width=out_w, height=out_h,
-                                              format="rgb24", threads=1).to_ndarray()
-                windower.place(pairs, rgb)
-            info.last_time = float(until)
-            yield from emit(until)
+            """`frame` is shown over [frame_time, until): give it to the samples there.
+
+            One span at a time, each span's complete windows emitted before the next: a frame
+            shown for long (a still, or a timestamp that jumps hours ahead) fills its windows
+            as they are consumed, never all of them at once.
+            """
+            rgb = None
+            a = frame_time
+            while a < until:
+                b = min(until, a + span_f)
+                pairs = windower.samples_in(a, b)
+                if pairs:
+                    if rgb is None:
+                        rgb = _reformatter().reformat(frame, width=out_w, height=out_h,
+                                                      format="rgb24", threads=1).to_ndarray()
+                    windower.place(pairs, rgb)
+                info.last_time = float(b)
+                yield from emit(b)
+                a = b
 
         try:
             for frame in container.decode(stream):
