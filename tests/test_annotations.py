@@ -469,3 +469,14 @@ def test_labelled_lists_read_without_labels_drop_them(tmp_path):
 @pytest.mark.parametrize("suffix", [".ts", ".mts", ".m2ts"])
 def test_transport_streams_are_videos(suffix):
     assert suffix in VIDEO_EXTENSIONS
+
+
+def test_only_newlines_end_lines(tmp_path):
+    # U+2028, U+0085 and a form feed are characters of the name, not line breaks.
+    names = ["a\u2028b.mp4", "c\x85d.mp4", "e\x0cf.mp4"]
+    listing = write(tmp_path / "l.txt", "".join(f"{n} {i}\r\n" for i, n in enumerate(names)))
+    assert [(r.path, r.label) for r in load_annotations(listing).records] == [
+        (n, i) for i, n in enumerate(names)]
+    bad = write(tmp_path / "bad.txt", "a\u2028b.mp4 0\nc.mp4 x\n")
+    with pytest.raises(AnnotationError, match=r"bad\.txt:2: label must be an integer"):
+        load_annotations(bad)

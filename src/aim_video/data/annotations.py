@@ -106,6 +106,8 @@ _HMDB51_SUBSETS = {"train": "1", "test": "2"}
 # A label or frame count: ASCII digits only (Python's int() also takes "1_000", "+5", "٣").
 _INTEGER = re.compile(r"-?[0-9]+", re.ASCII)
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_ASCII_SPACE = " \t\r\n\f\v"
 
 
 @dataclass(frozen=True)
@@ -191,8 +193,10 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, stripped line) for every line that is neither blank nor a
     ``#`` comment."""
     text = _read_text(path)
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
+    # Only newlines end lines: str.splitlines would also split at U+2028, U+0085 and form
+    # feeds, which file names may hold.
+    for number, line in enumerate(_NEWLINE.split(text), start=1):
+        line = line.strip(_ASCII_SPACE)
         if line and not line.startswith(COMMENT):
             yield number, line
 
