@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import threading
 from pathlib import Path
 
 import pytest
 
 from aim_video.data.annotations import (
+    MAX_UNNAMED_CLASSES,
+    NO_LABEL,
+    VIDEO_EXTENSIONS,
     AnnotationError,
     Annotations,
     VideoRecord,
@@ -322,3 +328,155 @@ def test_missing_file_and_unknown_format(tmp_path):
     listing = write(tmp_path / "a.txt", "a.mp4 0\n")
     with pytest.raises(ValueError, match="unknown annotation format 'csv'"):
         load_annotations(listing, format="csv")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- hostile lists
+
+
+@pytest.mark.parametrize(
+    "label", ["99999999999999999999999", "1000000000", str(MAX_UNNAMED_CLASSES)]
+)
+def test_a_huge_label_without_class_names_is_one_line_not_all_memory(tmp_path, label):
+    # The old reader made one name per number up to the largest label: 10**23 names.
+    listing = write(tmp_path / "l.txt", f"good.mp4 0\nbad.mp4 {label}\n")
+    with pytest.raises(AnnotationError) as info:
+        load_annotations(listing)
+    assert str(info.value).startswith(f"{listing}:2: label {label} without class names")
+    assert f"0 .. {MAX_UNNAMED_CLASSES - 1}" in str(info.value)
+
+
+def test_the_largest_unnamed_label_still_names_its_classes(tmp_path):
+    listing = write(tmp_path / "l.txt", f"a.mp4 {MAX_UNNAMED_CLASSES - 1}\n")
+    names = load_annotations(listing).class_names
+    assert len(names) == MAX_UNNAMED_CLASSES and names[-1] == str(MAX_UNNAMED_CLASSES - 1)
+
+
+def test_a_huge_label_in_the_other_formats_without_names(tmp_path):
+    diving = write(tmp_path / "d" / "v.json", json.dumps([{"vid_name": "a", "label": 10**23}]))
+    with pytest.raises(AnnotationError, match=r"v\.json: entry 0: label 10{23} without class"):
+        load_annotations(diving)
+    ucf = write(tmp_path / "u" / "trainlist01.txt", "Run/v_Run_g01_c01.avi 99999999999\n")
+    with pytest.raises(AnnotationError, match=r"trainlist01\.txt:1: label 99999999998 without"):
+        load_annotations(ucf)
+
+
+@pytest.mark.parametrize("label", ["1e9", "1_000", "+5", "\u0663", "2.0"])
+def test_labels_are_plain_ascii_integers(tmp_path, label):
+    # int() would take "1_000", "+5" and the Arabic-Indic digit three.
+    listing = write(tmp_path / "l.txt", f"a.mp4 {label}\n")
+    message = f"l.txt:1: label must be an integer, got '{label}'"
+    with pytest.raises(AnnotationError, match=re.escape(message)):
+        load_annotations(listing, format="mmaction")
+
+
+def _load_in_thread(*args, **kwargs):
+    """load_annotations in a thread, so a reader that blocks fails the test instead of hanging
+    it: a thread blocked in open() cannot be stopped, so it is left as a daemon."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = load_annotations(*args, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            result["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "load_annotations blocked on a FIFO"
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("format", ["auto", "mmaction", "kinetics", "ssv2", "ucf101"])
+def test_a_fifo_is_refused_before_it_is_opened(tmp_path, format):
+    fifo = tmp_path / "list.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(AnnotationError, match=r"list\.txt: not a regular file \(a FIFO"):
+        _load_in_thread(fifo, format, labels=format != "ssv2")
+    listing = write(tmp_path / "l.txt", "a.mp4 0\n")
+    with pytest.raises(AnnotationError, match=r"list\.txt: not a regular file"):
+        _load_in_thread(listing, class_names=fifo)
+    with pytest.raises(AnnotationError, match=r"list\.txt: not a regular file"):
+        detect_format(fifo)
+
+
+def test_a_folder_given_as_a_list_file(tmp_path):
+    with pytest.raises(AnnotationError, match="a folder where an annotation file was expected"):
+        load_annotations(tmp_path, format="mmaction")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
+    listing = tmp_path / "l.txt"
+    listing.write_bytes("\ufeffa.mp4 1\nb.mp4 0\n".encode())
+    assert [r.path for r in load_annotations(listing).records] == ["a.mp4", "b.mp4"]
+    names = tmp_path / "names.json"
+    names.write_bytes('\ufeff["run", "jump"]'.encode())
+    assert load_annotations(listing, class_names=names).class_names == ["run", "jump"]
+    csv_file = tmp_path / "k.csv"
+    csv_file.write_bytes("\ufefflabel,youtube_id,time_start,time_end,split\nrun,x,0,10,train\n"
+                         .encode())
+    assert load_annotations(csv_file).class_names == ["run"]
+
+
+@pytest.mark.parametrize("name", ["l.txt", "k.csv", "s.json"])
+def test_a_list_that_is_not_utf8_is_one_line(tmp_path, name):
+    listing = tmp_path / name
+    listing.write_bytes(b"caf\xe9.mp4 0\n")  # Latin-1
+    with pytest.raises(AnnotationError, match=rf"{name}: not UTF-8 text \(byte 3: "):
+        load_annotations(listing)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only\n# comments\n"])
+@pytest.mark.parametrize("labels", [True, False])
+def test_a_list_of_no_video_is_an_error(tmp_path, text, labels):
+    listing = write(tmp_path / "empty.txt", text)
+    with pytest.raises(AnnotationError, match=r"empty\.txt: lists no video"):
+        load_annotations(listing, labels=labels)
+
+
+def test_an_hmdb51_subset_with_no_video_is_an_error(tmp_path):
+    write(tmp_path / "run_test_split1.txt", "a.avi 1\n")
+    with pytest.raises(AnnotationError, match="lists no video"):
+        load_annotations(tmp_path, subset="test")
+
+
+def test_plain_lists_are_read_when_labels_do_not_matter(tmp_path):
+    listing = write(tmp_path / "l.txt", "a.mp4\nmy clip.mp4\nb.mp4 3\nc.mp4 99999999999999\n"
+                                        "clip 2.mp4\n")
+    with pytest.raises(AnnotationError, match=r"l\.txt:1: expected 'path label'"):
+        load_annotations(listing)
+    ann = load_annotations(listing, root="/v", labels=False)
+    assert ann.class_names == []
+    assert ann.records == [VideoRecord(f"/v/{p}", NO_LABEL) for p in
+                           ["a.mp4", "my clip.mp4", "b.mp4", "c.mp4", "clip 2.mp4"]]
+    frames = write(tmp_path / "f.txt", "clips/a 120 2\n")
+    assert load_annotations(frames, labels=False).records == [VideoRecord("clips/a", NO_LABEL, 120)]
+    ucf = write(tmp_path / "u" / "testlist01.txt", "Run/v_Run_g01_c01.avi\n")  # no classInd.txt
+    assert load_annotations(ucf, labels=False).records == [
+        VideoRecord("Run/v_Run_g01_c01.avi", NO_LABEL)]
+
+
+def test_labelled_lists_read_without_labels_drop_them(tmp_path):
+    listing = write(tmp_path / "k.csv", "label,youtube_id,time_start,time_end,split\n"
+                                        "run,x,0,10,train\n")
+    ann = load_annotations(listing, labels=False)
+    assert ann.records == [VideoRecord("x_000000_000010.mp4", NO_LABEL)] and ann.class_names == []
+
+
+@pytest.mark.parametrize("suffix", [".ts", ".mts", ".m2ts"])
+def test_transport_streams_are_videos(suffix):
+    assert suffix in VIDEO_EXTENSIONS
+
+
+def test_only_newlines_end_lines(tmp_path):
+    # U+2028, U+0085 and a form feed are characters of the name, not line breaks.
+    names = ["a\u2028b.mp4", "c\x85d.mp4", "e\x0cf.mp4"]
+    listing = write(tmp_path / "l.txt", "".join(f"{n} {i}\r\n" for i, n in enumerate(names)))
+    assert [(r.path, r.label) for r in load_annotations(listing).records] == [
+        (n, i) for i, n in enumerate(names)]
+    bad = write(tmp_path / "bad.txt", "a\u2028b.mp4 0\nc.mp4 x\n")
+    with pytest.raises(AnnotationError, match=r"bad\.txt:2: label must be an integer"):
+        load_annotations(bad)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import av
@@ -12,6 +14,9 @@ import pytest
 from aim_video.cli import main
 from aim_video.data.annotations import Annotations, VideoRecord, load_annotations
 from aim_video.data.check import BadEntry, scan
+from aim_video.data.dataset import DataConfig, build_dataset
+from aim_video.engine.evaluate import eval_dataset
+from aim_video.errors import UserError
 
 
 def write_video(path: Path, frames: int = 24, faststart: bool = False) -> Path:
@@ -146,3 +151,64 @@ def test_a_failure_that_is_not_about_the_file_stops_the_scan(dataset, monkeypatc
     listing, _ = dataset
     with pytest.raises(MemoryError):
         scan(load_annotations(listing, root=listing.parent), workers=0, progress=False)
+
+
+def _within(seconds, fn, *args):
+    """fn(*args) in a thread, so a reader that blocks fails the test instead of hanging it (a
+    thread blocked in open() cannot be stopped: it is left as a daemon)."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = fn(*args)
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            result["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout=seconds)
+    assert not thread.is_alive(), f"{fn.__name__} blocked"
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_as_the_list_is_one_line_for_check_data_training_and_eval(tmp_path, capsys):
+    fifo = tmp_path / "list.txt"
+    os.mkfifo(fifo)
+    assert _within(30, main, ["check-data", str(fifo), "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{fifo}: not a regular file (a FIFO, device or socket): give a list file")
+    assert "\n" not in err
+    for split in ("train", "val"):
+        with pytest.raises(UserError, match="not a regular file"):
+            _within(30, build_dataset, DataConfig(**{split: str(fifo)}), split)
+    with pytest.raises(UserError, match="not a regular file"):
+        _within(30, eval_dataset, DataConfig(val=str(fifo)), "val")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty.txt: lists no video (empty, or only comments)"),
+        (b"# a comment\n\n", "empty.txt: lists no video (empty, or only comments)"),
+        (b"good.mp4 99999999999999999999999\n", "empty.txt:1: label 99999999999999999999999 "
+                                                "without class names"),
+        (b"caf\xe9.mp4 0\n", "empty.txt: not UTF-8 text (byte 3: invalid continuation byte)"),
+    ],
+)
+def test_hostile_lists_are_one_line_and_exit_2(tmp_path, capsys, content, message):
+    listing = tmp_path / "empty.txt"
+    listing.write_bytes(content)
+    assert _within(60, main, ["check-data", str(listing), "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_video(dataset, tmp_path, capsys):
+    listing, _ = dataset
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(f"\ufeff{listing.parent / 'a.mp4'} 0\n".encode())
+    assert main(["check-data", str(bom), "--workers", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"good": 1, "bad": [], "total": 1}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import pickle
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -401,6 +402,57 @@ def test_short_tail_is_clamped_not_an_error(tmp_path, videos, monkeypatch):
         reader.num_frames = N_FRAMES + MISSING_TAIL_TOLERANCE + 1
         with pytest.raises(VideoDecodeError, match="truncated: the stream ends at frame 59"):
             reader.read([reader.num_frames - 1])
+
+
+def write_retimed_mkv(path: Path, times: list[int], rate: int = 8) -> Path:
+    """An MJPEG MKV of len(times) frames (frame i a flat grey of level 10 * i) whose frames
+    carry the timestamps `times` (in 1/rate s), set by hand on the packets: an encoder refuses
+    them, a muxer and a decoder take them as they are."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mjpeg", rate=rate)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuvj420p"
+        stream.codec_context.time_base = Fraction(1, rate)
+        packets = []
+        for i in range(len(times)):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 10 * i, np.uint8), "rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, rate)
+            packets += stream.encode(frame)
+        packets += stream.encode()
+        for i, (packet, pts) in enumerate(zip(packets, times, strict=True)):
+            # Decode order stays increasing (MJPEG frames reference nothing); only the times
+            # at which they are shown go wrong.
+            packet.pts, packet.dts = pts, i - len(times)
+            container.mux(packet)
+    return path
+
+
+def test_timestamps_that_run_backwards_are_named_not_a_negative_frame(tmp_path):
+    video = write_retimed_mkv(tmp_path / "back.mkv", list(range(23, -1, -1)))
+    with av.open(str(video)) as container:  # the file is as meant: every frame decodes
+        assert [f.pts for f in container.decode(video=0)] == [125 * t for t in range(23, -1, -1)]
+    with open_video(video) as reader, pytest.raises(VideoDecodeError) as info:
+        reader.read([0, reader.num_frames - 1])
+    assert info.value.reason == (
+        "timestamps run backwards (a frame at 2.750 s follows one at 2.875 s), so frames "
+        "cannot be found by their time; re-encode the file")
+
+
+def test_repeated_timestamps_are_named_not_truncation(tmp_path):
+    video = write_retimed_mkv(tmp_path / "same.mkv", [0] * 24)
+    for read in (lambda r: r.read([0, r.num_frames - 1]), lambda r: list(r.iter_frames())):
+        with open_video(video) as reader, pytest.raises(VideoDecodeError) as info:
+            read(reader)
+        assert info.value.reason == (
+            "24 frames decode, but 23 of them repeat the timestamp of the frame before, so "
+            "their times end at frame 0 of the 24 declared; re-encode the file")
+    # Half of them repeated, read after a seek: the same diagnosis, not "truncated".
+    video = write_retimed_mkv(tmp_path / "pairs.mkv", [i // 2 for i in range(24)])
+    with open_video(video) as reader, pytest.raises(VideoDecodeError) as info:
+        reader.read([0, reader.num_frames - 1])
+    assert info.value.reason == (
+        "24 frames decode, but 12 of them repeat the timestamp of the frame before, so "
+        "their times end at frame 11 of the 24 declared; re-encode the file")
 
 
 def test_error_pickles_and_unknown_backend(videos):

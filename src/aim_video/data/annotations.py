@@ -27,7 +27,10 @@ Formats (``format=``):
   video files (by extension, searched recursively).
 
 In the text formats (the MMAction2 and UCF101 lists, HMDB51 split files, class-name files) blank
-lines and lines starting with ``#`` are skipped, so a path cannot start with ``#``.
+lines and lines starting with ``#`` are skipped, so a path cannot start with ``#``. Every file is
+read as UTF-8 (a leading byte-order mark is dropped); a file that is not, or is not a regular
+file (a FIFO, device or socket, which could block forever), is an `AnnotationError`. A list
+that names no video (empty, or comments only) is one too.
 
 ``"auto"`` picks by the path: a folder holding ``*_test_split*.txt`` files is ``hmdb51``, any
 other folder ``folder``; ``.csv`` is ``kinetics``; ``.json`` is ``diving48`` when its entries
@@ -36,8 +39,14 @@ have ``vid_name``, else ``ssv2``; ``trainlistNN.txt`` / ``testlistNN.txt`` are `
 ends in two integers after a folder, else ``mmaction``.
 
 Labels are 0-based. Formats that carry no class names (the MMAction2 lists) take `class_names`
-when given, else ``str(label)`` for labels 0 .. max. `class_names` is a list or a file: ``.json``
-(a list, or a ``{name: index}`` mapping) or text with one name per line.
+when given, else ``str(label)`` for labels 0 .. max; without names a label must be below
+``MAX_UNNAMED_CLASSES``, so one absurd label cannot make millions of names (and a head as big).
+`class_names` is a list or a file: ``.json`` (a list, or a ``{name: index}`` mapping) or text
+with one name per line.
+
+Where labels do not matter (inference inputs), ``labels=False`` reads the text lists as plain
+lists too: each line is a path, optionally followed by its label (an integer, ignored), and
+every record's label is ``NO_LABEL``.
 
 `root` prefixes relative video paths; without it they stay as written (relative to the working
 directory). The ``folder`` format lists the files it finds, so it ignores `root`.
@@ -46,11 +55,13 @@ directory). The ``folder`` format lists the files it finds, so it ignores `root`
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -70,11 +81,20 @@ Format = Literal[
 FORMATS: tuple[str, ...] = get_args(Format)
 
 VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp"}
+    {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
+     ".ts", ".mts", ".m2ts"}  # the last three: MPEG transport streams (broadcast, camcorders)
 )
 SSV2_LABEL_FILES = ("labels.json", "something-something-v2-labels.json")
 DIVING48_VOCAB_FILE = "Diving48_vocab.json"
 UCF101_CLASS_FILE = "classInd.txt"
+
+# Without class names, labels name classes "0" .. max: far more classes than any action data set
+# has (Kinetics-700, Something-Something's 174), yet a bound, so a stray huge number is an error
+# instead of a list of that many names that fills the memory.
+MAX_UNNAMED_CLASSES = 100_000
+
+# The label of records read with ``labels=False``.
+NO_LABEL = -1
 
 # Text lists (MMAction2, UCF101, HMDB51, class names) skip lines starting with this; the
 # Kinetics CSV and the JSON formats have no comments.
@@ -83,6 +103,11 @@ COMMENT = "#"
 _UCF101_SPLIT = re.compile(r"(train|test)list\d+\.txt")
 _HMDB51_SPLIT = re.compile(r"(.+)_test_split(\d+)\.txt")
 _HMDB51_SUBSETS = {"train": "1", "test": "2"}
+# A label or frame count: ASCII digits only (Python's int() also takes "1_000", "+5", "٣").
+_INTEGER = re.compile(r"-?[0-9]+", re.ASCII)
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_ASCII_SPACE = " \t\r\n\f\v"
 
 
 @dataclass(frozen=True)
@@ -91,7 +116,7 @@ class VideoRecord:
 
     Attributes:
         path: Video file or frame folder.
-        label: 0-based class index.
+        label: 0-based class index (``NO_LABEL`` when read with ``labels=False``).
         num_frames: Frame count when the annotation states it (frame-folder lists).
     """
 
@@ -132,31 +157,61 @@ def _join(root: str | os.PathLike[str] | None, path: str) -> str:
     return path if root is None else str(Path(root) / path)
 
 
+def _check_regular(path: Path) -> None:
+    """Refuse, before opening it, what is not a regular file: reading a FIFO (or a terminal
+    device) waits for a writer that may never come."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: annotation file not found") from None
+    except OSError as err:
+        raise AnnotationError(path, None, f"cannot read it ({err.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise AnnotationError(path, None, "a folder where an annotation file was expected")
+    if not stat.S_ISREG(mode):
+        raise AnnotationError(
+            path, None, "not a regular file (a FIFO, device or socket): give a list file"
+        )
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: UTF-8, a leading byte-order mark dropped (Windows editors write one)."""
+    _check_regular(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise AnnotationError(path, None, f"cannot read it ({err.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise AnnotationError(
+            path, None, f"not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8"
+        ) from None
+
+
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, stripped line) for every line that is neither blank nor a
     ``#`` comment."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise AnnotationError(path, None, f"not UTF-8 text ({err.reason})") from None
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
+    text = _read_text(path)
+    # Only newlines end lines: str.splitlines would also split at U+2028, U+0085 and form
+    # feeds, which file names may hold.
+    for number, line in enumerate(_NEWLINE.split(text), start=1):
+        line = line.strip(_ASCII_SPACE)
         if line and not line.startswith(COMMENT):
             yield number, line
 
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(_read_text(path))
     except json.JSONDecodeError as err:
         raise AnnotationError(path, err.lineno, f"invalid JSON: {err.msg}") from None
 
 
 def _int(value: str, path: Path, line: int | None, what: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise AnnotationError(path, line, f"{what} must be an integer, got {value!r}") from None
+    if not _INTEGER.fullmatch(value):
+        raise AnnotationError(path, line, f"{what} must be an integer, got {value!r}")
+    return int(value)
 
 
 def _entry_error(path: Path, number: int, reason: str) -> AnnotationError:
@@ -209,6 +264,27 @@ def save_list_file(annotations: Annotations, path: str | os.PathLike[str]) -> No
     Path(path).write_text("".join(lines), encoding="utf-8")
 
 
+def _check_unnamed_labels(
+    records: list[VideoRecord], path: Path, lines: Sequence[int | None]
+) -> None:
+    """Labels that name classes without class names must stay below ``MAX_UNNAMED_CLASSES``.
+
+    Args:
+        lines: each record's line (text formats), or None to name the entry's position.
+    """
+    for number, (record, line) in enumerate(zip(records, lines, strict=True)):
+        if record.label >= MAX_UNNAMED_CLASSES:
+            reason = (
+                f"label {record.label} without class names: labels then name classes 0 .. "
+                f"{MAX_UNNAMED_CLASSES - 1}; fix the label or give the class names"
+            )
+            raise (
+                AnnotationError(path, line, reason)
+                if line is not None
+                else _entry_error(path, number, reason)
+            )
+
+
 def _names_for_labels(
     records: list[VideoRecord],
     class_names: str | os.PathLike[str] | Sequence[str] | None,
@@ -217,6 +293,7 @@ def _names_for_labels(
 ) -> list[str]:
     """The given class names (checked against every label), else ``str(label)``."""
     if class_names is None:
+        _check_unnamed_labels(records, path, lines)
         top = max((r.label for r in records), default=-1)
         return [str(i) for i in range(top + 1)]
     names = load_class_names(class_names)
@@ -229,6 +306,29 @@ def _names_for_labels(
 
 
 # ---------------------------------------------------------------- MMAction2 lists
+
+
+def _load_paths(path: Path, root: Any, frames: bool) -> Annotations:
+    """A text list read for its paths: ``path [label]`` or ``folder total_frames label`` per
+    line; the labels are neither required nor checked."""
+    records = []
+    for number, line in _text_lines(path):
+        tokens = line.split()
+        num_frames = None
+        if frames:
+            if len(tokens) < 3:
+                raise AnnotationError(
+                    path, number, f"expected 'folder total_frames label', got {line!r}"
+                )
+            num_frames = _int(tokens[-2], path, number, "total_frames")
+            video = line.rsplit(maxsplit=2)[0]
+        elif len(tokens) > 1 and _INTEGER.fullmatch(tokens[-1]):
+            # A trailing integer is the label, so a path cannot end in " <digits>" here.
+            video = line.rsplit(maxsplit=1)[0]
+        else:
+            video = line
+        records.append(VideoRecord(_join(root, video), NO_LABEL, num_frames))
+    return Annotations(records, [])
 
 
 def _load_mmaction(path: Path, root: Any, class_names: Any, frames: bool) -> Annotations:
@@ -255,7 +355,7 @@ def _looks_like_frame_list(path: Path) -> bool:
     found = False
     for _, line in _text_lines(path):
         tokens = line.split()
-        if len(tokens) < 3 or not (tokens[-1].isdigit() and tokens[-2].isdigit()):
+        if len(tokens) < 3 or not (_DIGITS.fullmatch(tokens[-1]) and _DIGITS.fullmatch(tokens[-2])):
             return False
         found = True
     return found
@@ -275,16 +375,15 @@ def _kinetics_file(root: Any, label: str, youtube_id: str, start: int, end: int)
 
 
 def _load_kinetics(path: Path, root: Any, class_names: Any) -> Annotations:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"label", "youtube_id", "time_start", "time_end"} - set(reader.fieldnames or [])
-        if missing:
-            raise AnnotationError(path, 1, f"header lacks column(s) {sorted(missing)}")
-        rows = []
-        for row in reader:
-            if None in row.values() or None in row:
-                raise AnnotationError(path, reader.line_num, "wrong number of columns")
-            rows.append((reader.line_num, row))
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    missing = {"label", "youtube_id", "time_start", "time_end"} - set(reader.fieldnames or [])
+    if missing:
+        raise AnnotationError(path, 1, f"header lacks column(s) {sorted(missing)}")
+    rows = []
+    for row in reader:
+        if None in row.values() or None in row:
+            raise AnnotationError(path, reader.line_num, "wrong number of columns")
+        rows.append((reader.line_num, row))
     names = (
         load_class_names(class_names)
         if class_names is not None
@@ -359,6 +458,7 @@ def _load_diving48(path: Path, root: Any, class_names: Any) -> Annotations:
             for words in _read_json(vocab)
         ]
     else:
+        _check_unnamed_labels(records, path, [None] * len(records))
         top = max((r.label for r in records), default=-1)
         names = [f"class_{i}" for i in range(top + 1)]
     for number, record in enumerate(records):
@@ -383,7 +483,7 @@ def _load_ucf101(path: Path, root: Any, class_names: Any) -> Annotations:
                 raise AnnotationError(class_file, number, "expected 'index name', counting from 1")
             names.append(tokens[1])
     label_of_folder = {name.lower(): i for i, name in enumerate(names or [])}
-    records, folders = [], {}
+    records, folders, lines = [], {}, []
     for number, line in _text_lines(path):
         tokens = line.split()
         video, folder = tokens[0], tokens[0].split("/")[0]
@@ -405,7 +505,9 @@ def _load_ucf101(path: Path, root: Any, class_names: Any) -> Annotations:
             raise AnnotationError(path, number, f"expected 'Class/video.avi [label]', got {line!r}")
         folders.setdefault(label, folder)
         records.append(VideoRecord(_join(root, video), label))
+        lines.append(number)
     if names is None:
+        _check_unnamed_labels(records, path, lines)
         # Without classInd.txt, the folder of each label's videos names it.
         names = [folders.get(i, f"class_{i}") for i in range(max(folders, default=-1) + 1)]
     return Annotations(records, names)
@@ -493,6 +595,7 @@ def load_annotations(
     *,
     split: int = 1,
     subset: Literal["train", "test"] = "train",
+    labels: bool = True,
 ) -> Annotations:
     """Read an annotation file (or folder) into records and class names.
 
@@ -504,21 +607,43 @@ def load_annotations(
             the format carries.
         split: HMDB51 split number (1-3).
         subset: HMDB51 part to read.
+        labels: False: the labels do not matter (inference inputs); the MMAction2 and UCF101
+            lists may then be plain lists of paths, and every record's label is ``NO_LABEL``
+            with no class names.
 
     Returns:
         The records, with 0-based labels, and the class names.
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        AnnotationError: the file is malformed; the message names the file and line.
+        AnnotationError: the file is malformed, not a regular file or folder, or lists no
+            video; the message names the file and line.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: annotation file not found")
+    if format not in FORMATS:
+        raise ValueError(f"unknown annotation format {format!r}")
+    if not path.is_dir():
+        _check_regular(path)  # before `detect_format` reads it
     if format == "auto":
         format = detect_format(path)  # type: ignore[assignment]
-    if format in ("mmaction", "mmaction_frames"):
-        return _load_mmaction(path, root, class_names, frames=format == "mmaction_frames")
+    annotations = _load(path, format, root, class_names, split, subset, labels)
+    if not annotations.records:
+        raise AnnotationError(path, None, "lists no video (empty, or only comments)")
+    if not labels:
+        return Annotations([replace(r, label=NO_LABEL) for r in annotations.records], [])
+    return annotations
+
+
+def _load(
+    path: Path, format: str, root: Any, class_names: Any, split: int, subset: str, labels: bool
+) -> Annotations:
+    if format in ("mmaction", "mmaction_frames") or (format == "ucf101" and not labels):
+        frames = format == "mmaction_frames"
+        if not labels:
+            return _load_paths(path, root, frames)
+        return _load_mmaction(path, root, class_names, frames)
     if format == "kinetics":
         return _load_kinetics(path, root, class_names)
     if format == "ssv2":
@@ -529,6 +654,4 @@ def load_annotations(
         return _load_ucf101(path, root, class_names)
     if format == "hmdb51":
         return _load_hmdb51(path, root, class_names, split, subset)
-    if format == "folder":
-        return _load_folder(path, class_names)
-    raise ValueError(f"unknown annotation format {format!r}")
+    return _load_folder(path, class_names)

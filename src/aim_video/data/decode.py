@@ -69,6 +69,16 @@ _MACHINE_ERRNOS = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
 _converters = threading.local()
 
+
+class _Everything:
+    """The `wanted` set of a pass that decodes every frame (none skipped as unreferenced)."""
+
+    def __contains__(self, index: object) -> bool:
+        return True
+
+
+_EVERY_FRAME: Any = _Everything()
+
 # PyAV's default (0) gives every swscale context a pool of one thread per CPU: costly to start
 # for every frame, idle beside busy loader workers, and dead in a forked worker that inherits
 # the context (the conversion then waits for them forever).
@@ -456,11 +466,45 @@ class PyAVReader(VideoReader):
     def _check_tail(self, last_decoded: int, last_wanted: int) -> None:
         """Raise if the stream ends too far before `last_wanted` for clamping to be right."""
         if last_wanted - last_decoded > MISSING_TAIL_TOLERANCE:
-            raise VideoDecodeError(
-                self.path,
-                f"truncated: the stream ends at frame {last_decoded} "
-                f"but {self.num_frames} frames are declared",
+            raise VideoDecodeError(self.path, self._why_short(last_decoded))
+
+    def _why_short(self, last_decoded: int) -> str:
+        """Why the frames' times end at `last_decoded`, before the declared end.
+
+        A file cut off, or frames whose timestamps run backwards or repeat (every frame may
+        decode, yet their times never reach the end): one more pass from the start, on this
+        error path only, tells them apart.
+        """
+        truncated = (
+            f"truncated: the stream ends at frame {last_decoded} "
+            f"but {self.num_frames} frames are declared"
+        )
+        if self._by_count:
+            return truncated  # indices are counted: only a cut can end them early
+        count = repeats = 0
+        previous: tuple[int, float] | None = None  # (index, seconds) of the frame before
+        try:
+            self._seek(0)
+            for index, frame in self._decode_forward(_EVERY_FRAME):
+                time = float(frame.pts * self._stream.time_base)
+                if previous is not None and index < previous[0]:
+                    return (
+                        f"timestamps run backwards (a frame at {time:.3f} s follows one at "
+                        f"{previous[1]:.3f} s), so frames cannot be found by their time; "
+                        "re-encode the file"
+                    )
+                repeats += previous is not None and index == previous[0]
+                count += 1
+                previous = (index, time)
+        except VideoDecodeError:
+            return truncated
+        if repeats and count >= self.num_frames - MISSING_TAIL_TOLERANCE:
+            return (
+                f"{count} frames decode, but {repeats} of them repeat the timestamp of the "
+                f"frame before, so their times end at frame {last_decoded} of the "
+                f"{self.num_frames} declared; re-encode the file"
             )
+        return truncated
 
     def iter_frames(
         self, *, size: tuple[int, int] | None = None, short_side: int | None = None

@@ -9,14 +9,19 @@ shown when:
 * window `k` starts at `t0 + k * stride` (`t0`: the first frame's time) and spans `span`
   seconds; its `j`-th sample is at `start + offsets[j]`;
 * a sample takes the frame on screen at that time: the last frame whose time is at or before it;
-* a window is complete once a later frame (or the end of the last frame) shows that its last
-  sample falls inside a decoded frame; windows running past the end of the stream are dropped,
-  except that a video shorter than one window still yields one window (its late samples
-  repeat the last frame, as test sampling clamps past the end).
+* a window is complete once later frames (or the end of the last frame) show its whole span;
+  at the end of the stream, the windows whose last sample falls inside a decoded frame are
+  complete too and end where the last frame ends (a window never ends after the video); the
+  windows whose last sample runs past the end are dropped, except that a video shorter than
+  one window still yields one window, from its start to its end (its late samples repeat the
+  last frame, as test sampling clamps past the end).
 
 Only the frames that some sample still needs are converted to RGB and kept: memory is bounded
 by the open windows (`span / stride + 1` windows of `len(offsets)` frames), never by the
-video's length. A stream that breaks mid-way ends the windows there, with a note.
+video's length. So that no frame falls into an unbounded number of windows, the stride must
+be at least one frame at the stream's average rate (`WindowError`). Frames whose timestamps
+repeat or run backwards are skipped, with a note. A stream that breaks mid-way ends the
+windows there, with a note.
 """
 
 from __future__ import annotations
@@ -35,10 +40,15 @@ import av
 import numpy as np
 
 from aim_video.data.decode import VideoDecodeError, _check_file, _reformatter, output_size
+from aim_video.errors import UserError
 
 # Windows decoded ahead of the consumer by the background thread: enough to keep the model fed
 # without holding many windows of frames.
 PREFETCH_WINDOWS = 8
+
+
+class WindowError(UserError, ValueError):
+    """A stride or window length that cannot window a video; names the file and the value."""
 
 
 @dataclass
@@ -47,7 +57,7 @@ class Window:
 
     index: int  # k: window order
     start: float  # seconds since the first frame
-    end: float  # start + span
+    end: float  # start + span, or the end of the video's last frame when that comes first
     frames: np.ndarray  # uint8 (T, H, W, 3), sample order
 
 
@@ -57,7 +67,8 @@ class StreamInfo:
 
     fps: float = 0.0  # the stream's average frame rate (sets dense offsets)
     stated_duration: float | None = None  # seconds, as the container states it
-    decoded_frames: int = 0  # frames decoded
+    decoded_frames: int = 0  # frames decoded and placed by their time
+    skipped_frames: int = 0  # frames decoded but skipped: their timestamps repeat or go back
     last_time: float = 0.0  # seconds since the first frame, of the last decoded frame's end
     note: str | None = None  # why the stream ended early, when it did
 
@@ -107,9 +118,17 @@ class _Windower:
         for k, j in pairs:
             self.open.setdefault(k, [None] * len(self.offsets))[j] = frame
 
-    def complete(self, shown_until: Fraction) -> Iterator[tuple[int, list[np.ndarray]]]:
-        """Windows whose last sample lies before `shown_until`, in order."""
-        while self.next_window * self.stride + self.offsets[-1] < shown_until:
+    def complete(
+        self, shown_until: Fraction, final: bool = False
+    ) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """Windows whose whole span has been shown by `shown_until`, in order; with `final`
+        (the stream has ended there), those whose last sample lies before it."""
+        while True:
+            start = self.next_window * self.stride
+            if not start + self.offsets[-1] < shown_until:
+                return
+            if not final and start + self.span > shown_until:
+                return
             k = self.next_window
             frames = self.open.pop(k)
             self.next_window += 1
@@ -149,7 +168,9 @@ def stream_windows(
 
     Raises:
         VideoDecodeError: the file cannot be opened or yields no frame at all.
-        ValueError: an unknown sampling, or a stride or span that is not positive.
+        ValueError: an unknown sampling.
+        WindowError: a stride or span that is not positive, or a stride shorter than one
+            frame at the stream's average rate.
     """
     if sampling not in ("dense", "uniform"):
         raise ValueError(f"sampling must be 'dense' or 'uniform', got {sampling!r}")
@@ -179,7 +200,17 @@ def stream_windows(
         if sampling == "uniform":
             span_f = _to_fraction(span) if span is not None else span_f
             offsets = uniform_offsets(num_frames, span_f)
-        windower = _Windower(offsets, span_f, _to_fraction(stride) if stride else span_f)
+        stride_f = _to_fraction(stride) if stride is not None else span_f
+        if span_f <= 0:
+            raise WindowError(f"{path}: the window must be longer than 0 s, got {span} s")
+        if stride_f < 1 / Fraction(rate):
+            # Each frame would fall into more windows than there are frames: one stride of
+            # 1e-9 s is a billion windows a second, which only fill the memory.
+            raise WindowError(
+                f"{path}: a stride of {float(stride_f):g} s is shorter than one frame "
+                f"({1 / float(rate):.4g} s at {float(rate):g} fps); use at least that"
+            )
+        windower = _Windower(offsets, span_f, stride_f)
         height, width = stream.codec_context.height, stream.codec_context.width
         out_h, out_w = output_size(height, width, short_side=short_side)
         time_base = Fraction(stream.time_base)
@@ -187,21 +218,34 @@ def stream_windows(
 
         t0: Fraction | None = None
         previous: tuple[Fraction, Any] | None = None  # (time, av frame) awaiting its end
+        went_back: tuple[Fraction, Fraction] | None = None  # the first backward step's times
 
-        def emit(until: Fraction) -> Iterator[Window]:
-            for k, frames in windower.complete(until):
+        def emit(until: Fraction, final: bool = False) -> Iterator[Window]:
+            for k, frames in windower.complete(until, final):
                 start = k * windower.stride
-                yield Window(k, float(start), float(start + span_f), np.stack(frames))
+                end = min(start + span_f, until)  # the stream's end, for the final windows
+                yield Window(k, float(start), float(end), np.stack(frames))
 
         def settle(frame_time: Fraction, frame: Any, until: Fraction) -> Iterator[Window]:
-            """`frame` is shown over [frame_time, until): give it to the samples there."""
-            pairs = windower.samples_in(frame_time, until)
-            if pairs:
-                rgb = _reformatter().reformat(frame, width=out_w, height=out_h,
-                                              format="rgb24", threads=1).to_ndarray()
-                windower.place(pairs, rgb)
-            info.last_time = float(until)
-            yield from emit(until)
+            """`frame` is shown over [frame_time, until): give it to the samples there.
+
+            One span at a time, each span's complete windows emitted before the next: a frame
+            shown for long (a still, or a timestamp that jumps hours ahead) fills its windows
+            as they are consumed, never all of them at once.
+            """
+            rgb = None
+            a = frame_time
+            while a < until:
+                b = min(until, a + span_f)
+                pairs = windower.samples_in(a, b)
+                if pairs:
+                    if rgb is None:
+                        rgb = _reformatter().reformat(frame, width=out_w, height=out_h,
+                                                      format="rgb24", threads=1).to_ndarray()
+                    windower.place(pairs, rgb)
+                info.last_time = float(b)
+                yield from emit(b)
+                a = b
 
         try:
             for frame in container.decode(stream):
@@ -213,7 +257,11 @@ def stream_windows(
                 when -= t0
                 if previous is not None:
                     if when <= previous[0]:
-                        continue  # a repeated or out-of-order timestamp: keep the earlier frame
+                        # A repeated or backward timestamp: keep the frame placed first.
+                        info.skipped_frames += 1
+                        if when < previous[0] and went_back is None:
+                            went_back = (previous[0] + t0, when + t0)  # as the file has them
+                        continue
                     yield from settle(previous[0], previous[1], when)
                     frame_step = when - previous[0]
                 previous = (when, frame)
@@ -225,16 +273,23 @@ def stream_windows(
             raise VideoDecodeError(path, "no frame decodes: truncated or corrupt")
         end = previous[0] + frame_step
         yield from settle(previous[0], previous[1], end)
+        yield from emit(end, final=True)
         if windower.next_window == 0:
-            # Shorter than one window: one window, its late samples on the last frame.
-            placed = windower.open.get(0, [])
-            last = next((f for f in reversed(placed) if f is not None), None)
-            if last is None:
+            # Shorter than one window: one window, its late samples on the last frame (every
+            # sample before the end has a frame; the last one placed need not be the last).
+            placed = windower.open.get(0, [None] * len(offsets))
+            if any(f is None for f in placed):
                 last = _reformatter().reformat(previous[1], width=out_w, height=out_h,
                                                format="rgb24", threads=1).to_ndarray()
-            frames = [f if f is not None else last for f in placed or [None] * len(offsets)]
-            yield Window(0, 0.0, float(span_f), np.stack(frames))
-        if info.note is None and info.stated_duration is not None:
+                placed = [f if f is not None else last for f in placed]
+            yield Window(0, 0.0, float(min(span_f, end)), np.stack(placed))
+        if info.note is None and info.skipped_frames:
+            # Not "truncated": the frames are there, their times are what is wrong.
+            how = (f"run backwards (a frame at {float(went_back[1]):.3f} s after one at "
+                   f"{float(went_back[0]):.3f} s)" if went_back is not None else "repeat")
+            info.note = (f"{info.skipped_frames} of {info.skipped_frames + info.decoded_frames}"
+                         f" frames skipped: their timestamps {how}; re-encode the file")
+        elif info.note is None and info.stated_duration is not None:
             if float(end) < info.stated_duration - 2 * float(frame_step) - 0.5:
                 info.note = (f"the stream ends at {float(end):.3f} s but {info.stated_duration:.3f}"
                              " s are stated: truncated? windows after it are missing")
