@@ -308,11 +308,24 @@ class DeviceAugment:
                 params, label = step.draw(frame, label, generator)
                 column.append(params)
             new_labels.append(label)
+        if video.device.type == "cpu":
+            # Nothing to wait for on the CPU, and there a batch's float temporaries are fresh
+            # memory each time (too big for the allocator to keep), which costs more than the
+            # arithmetic: clip by clip is faster (and gives the same clips).
+            groups = [slice(i, i + 1) for i in range(len(video))]
+        else:
+            groups = [slice(None)]
+        out = torch.cat([self._run(video[group], [column[group] for column in drawn])
+                         for group in groups])
+        return out, _send(torch.tensor(new_labels, dtype=torch.int64), video)
+
+    def _run(self, video: Tensor, drawn: list[list]) -> Tensor:
+        """Every step on the clips `video`, drawn `drawn` (per step, per clip)."""
         params = [step.params(column) for step, column in zip(self.steps, drawn)]
         on_device = _send(torch.cat(params), video).split([len(p) for p in params])
         for step, column, step_params in zip(self.steps, drawn, on_device):
             video = step.run(video, column, step_params)
-        return video, _send(torch.tensor(new_labels, dtype=torch.int64), video)
+        return video
 
 
 def _send(host: Tensor, like: Tensor) -> Tensor:

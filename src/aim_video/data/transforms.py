@@ -306,13 +306,15 @@ def _blend(clip: Tensor, degenerate: Tensor, factor: float | Tensor) -> Tensor:
     """
     if not isinstance(factor, Tensor) and factor == 1:
         return clip
-    out = degenerate + _per_entry(factor, clip) * (clip.float() - degenerate)
-    return out.round().clamp(0, 255).to(torch.uint8)
+    # In place on the one float copy: a batch's temporaries are large, and fresh memory costs
+    # more than the arithmetic on the CPU. Same operations, same rounding, as written out.
+    out = clip.float().sub_(degenerate).mul_(_per_entry(factor, clip)).add_(degenerate)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def grayscale(clip: Tensor) -> Tensor:
     """Float luma of every pixel, (..., T, H, W, 1)."""
-    return (clip.float() * _constant(_GRAY_WEIGHTS, clip.device)).sum(-1, keepdim=True)
+    return clip.float().mul_(_constant(_GRAY_WEIGHTS, clip.device)).sum(-1, keepdim=True)
 
 
 def adjust_brightness(clip: Tensor, factor: float | Tensor) -> Tensor:
@@ -384,7 +386,7 @@ def recolour(clip: Tensor, matrix: Tensor) -> Tensor:
         pixels = clip.reshape(len(clip), -1, clip.shape[-1]).float()  # (B, T*H*W, C)
         # One batched matmul gives each clip what its own (T*H*W, C) @ (C, C) gives.
         out = (pixels @ matrix.mT).reshape(clip.shape)
-    return out.round().clamp(0, 255).to(torch.uint8)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def autocontrast(clip: Tensor) -> Tensor:
@@ -564,10 +566,11 @@ def normalize(clip: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tens
 
     `mean` and `std` are on the 0-255 scale (e.g. `CLIP_MEAN`, `CLIP_STD`).
     """
-    video = clip.movedim(-1, -4).float()  # (..., T, H, W, C) -> (..., C, T, H, W)
+    # (..., T, H, W, C) -> (..., C, T, H, W), a copy of its own: it is normalised in place.
+    video = clip.movedim(-1, -4).to(torch.float32, copy=True)
     mean_t = _constant(tuple(mean), video.device).view(-1, 1, 1, 1)  # (C, 1, 1, 1)
     std_t = _constant(tuple(std), video.device).view(-1, 1, 1, 1)
-    return (video - mean_t) / std_t
+    return video.sub_(mean_t).div_(std_t)
 
 
 class Erasure(NamedTuple):
