@@ -9,10 +9,13 @@ is reproducible from its seed. Ops that need image statistics (autocontrast, equ
 contrast) compute them over the whole clip, per leading batch entry, for the same reason.
 
 The functional ops are pure; the small classes at the end hold their settings and are the
-steps of the training and test pipelines of the AIM recipes. `TrainTransform.steps` is the one
-place that orders the training steps (MMAction2's order: short-side resize -> RandomResizedCrop
-to the input size -> flip -> RandAugment -> colour jitter -> normalise -> random erasing);
-`TrainTransform.split` cuts them into the loader's part and the training device's part.
+steps of the training and test pipelines of the AIM recipes. The steps that may run on the
+training device are also `BatchStep`s: the host draws a clip's parameters (`draw`) and one
+call applies them to a whole batch (`run`), so the device is never waited for.
+`TrainTransform.steps` is the one place that orders the training steps (MMAction2's order:
+short-side resize -> RandomResizedCrop to the input size -> flip -> RandAugment -> colour
+jitter -> normalise -> random erasing); `TrainTransform.split` cuts them into the loader's part
+and the training device's part.
 """
 
 from __future__ import annotations
