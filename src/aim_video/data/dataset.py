@@ -315,8 +315,8 @@ class DeviceAugment:
             groups = [slice(i, i + 1) for i in range(len(video))]
         else:
             groups = [slice(None)]
-        out = torch.cat([self._run(video[group], [column[group] for column in drawn])
-                         for group in groups])
+        outs = [self._run(video[group], [column[group] for column in drawn]) for group in groups]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)  # (N, 3, T, S, S)
         return out, _send(torch.tensor(new_labels, dtype=torch.int64), video)
 
     def _run(self, video: Tensor, drawn: list[list]) -> Tensor:
