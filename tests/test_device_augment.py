@@ -8,12 +8,22 @@ import av
 import numpy as np
 import pytest
 import torch
+import torch.utils._pytree as pytree
 from test_engine_support import tiny_config
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from aim_video.data import dataset as dataset_module
+from aim_video.data import transforms as transforms_module
 from aim_video.data.annotations import Annotations, VideoRecord
-from aim_video.data.dataset import DataConfig, DeviceAugment, VideoDataset, collate
+from aim_video.data.dataset import (
+    DataConfig,
+    DeviceAugment,
+    VideoDataset,
+    build_train_transform,
+    collate,
+)
 from aim_video.engine.checkpoint import load_checkpoint
+from aim_video.engine.config import load_config
 from aim_video.engine.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
@@ -156,3 +166,106 @@ def test_training_with_device_augmentation_gives_the_same_weights(synthetic, bac
     for name, tensor in host.items():
         assert torch.equal(device[name], tensor), name
     assert runs[0].history[0]["train_loss"] == runs[1].history[0]["train_loss"]
+
+
+# ----------------------------------------------------------------------------- host-device waits
+
+
+class HostDeviceTraffic(TorchDispatchMode):
+    """Counts, for work on a device that is not the CPU, every point where host and device meet.
+
+    On a GPU the host runs ahead of the device, queueing kernels; it only waits for the device
+    where it needs something the device holds or must hand the device host memory that may
+    change. The ops that do that, seen here on the meta device (which has no data, so every
+    one of them would be a real copy or read on a GPU):
+
+    * a copy between the host and the device (`aten._to_copy`, `aten.copy_` with one side on
+      the CPU): a transfer. It is also a wait unless it is non-blocking from pinned memory:
+      torch makes a blocking copy with `cudaMemcpy` + a stream synchronisation, and CUDA may
+      stage pageable memory synchronously;
+    * a read of device values on the host (`aten._local_scalar_dense`, behind `.item()` and
+      `.tolist()`; ops whose output size depends on values: `nonzero`, `masked_select`,
+      `unique`; `aten._linalg_check_errors`, which reads the `info` of `linalg.inv`): a wait;
+    * `torch.tensor(data, device=...)`, which copies host data in blocking mode inside torch,
+      where a dispatch mode does not see it (the test patches `torch.tensor` to count it):
+      a transfer and a wait.
+    """
+
+    READS = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_linalg_check_errors")
+
+    def __init__(self, pinned: set[int]) -> None:
+        super().__init__()
+        self.pinned = pinned  # data pointers of host tensors pinned while counting
+        self.transfers = self.waits = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        tensors = [a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        out = func(*args, **kwargs)
+        outputs = [o for o in pytree.tree_leaves(out) if isinstance(o, torch.Tensor)]
+        devices = {t.device.type for t in tensors + outputs}
+        if name in ("_to_copy", "copy_") and "cpu" in devices and len(devices) > 1:
+            self.transfers += 1
+            source = args[1] if name == "copy_" else args[0]
+            from_pinned = source.device.type == "cpu" and source.data_ptr() in self.pinned
+            if not (kwargs.get("non_blocking", False) and from_pinned):
+                self.waits += 1
+        elif name in self.READS and devices - {"cpu"}:
+            self.waits += 1
+        return out
+
+
+def count_traffic(run) -> tuple[int, int]:
+    """(transfers, waits) of `run()`, with the meta device standing in for a GPU."""
+    pinned: set[int] = set()
+    real_tensor = torch.tensor
+    counter = HostDeviceTraffic(pinned)
+
+    def spying_tensor(data, *args, device=None, **kwargs):
+        if device is not None and torch.device(device).type != "cpu":
+            counter.transfers += 1
+            counter.waits += 1
+        return real_tensor(data, *args, device=device, **kwargs)
+
+    def spying_pin(self, *args, **kwargs):  # CPU has no pinned memory: mark the buffer instead
+        pinned.add(self.data_ptr())
+        return self
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "tensor", spying_tensor)
+        patch.setattr(torch.Tensor, "pin_memory", spying_pin)
+        # Code that pins for CUDA asks `is_cuda`: the meta device plays the GPU.
+        patch.setattr(torch.Tensor, "is_cuda", property(lambda t: t.device.type != "cpu"))
+        with counter:
+            run()
+    return counter.transfers, counter.waits
+
+
+def recipe_batch(preset: str, size: int) -> tuple[DeviceAugment, torch.Tensor, torch.Tensor,
+                                                 torch.Tensor]:
+    """A preset's device augmentation and a meta batch of `size` clips of its shape."""
+    cfg = load_config(preset).data
+    video = torch.empty(size, cfg.num_frames, cfg.input_size, cfg.input_size, 3,
+                        dtype=torch.uint8, device="meta")
+    labels = torch.arange(size) % 174
+    states = torch.stack([torch.Generator().manual_seed(i).get_state() for i in range(size)])
+    return DeviceAugment(build_train_transform(cfg)), video, labels, states
+
+
+# ViT-L/14 Kinetics: flip, colour jitter (all four), normalise on the device; SSv2: normalise
+# and random erasing (its noise goes to the device too).
+@pytest.mark.parametrize("preset", ["k400_vitl14_16f", "ssv2_vitb16_8f"])
+def test_device_augmentation_never_waits_for_the_device_whatever_the_batch(preset):
+    # Per clip this was 7 blocking copies and a read-back of linalg.inv's error flag with the
+    # Kinetics jitter. The first batch on a device may make its constants (mean, std, luma
+    # weights); every later batch, of any size, is two non-blocking copies from pinned memory
+    # (the drawn parameters, the labels) and no wait.
+    first, later = {}, {}
+    for size in (1, 8, 32):
+        transforms_module._constant.cache_clear()  # a fresh run: no constants on the device yet
+        finish, video, labels, states = recipe_batch(preset, size)
+        first[size] = count_traffic(lambda: finish(video, labels, states))
+        later[size] = count_traffic(lambda: finish(video, labels, states))
+    assert later == {1: (2, 0), 8: (2, 0), 32: (2, 0)}
+    assert first[1] == first[8] == first[32]

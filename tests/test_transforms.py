@@ -370,3 +370,25 @@ def test_ops_give_the_same_result_on_a_clip_and_on_a_batch(name):
     batched = op(batch)
     for i, clip in enumerate(clips):
         assert torch.equal(batched[i], op(clip))
+
+
+def test_device_steps_give_each_clip_of_a_batch_what_they_give_it_alone():
+    # DeviceAugment draws every clip's parameters, then runs each step once over the batch:
+    # a batch step must give clip i exactly what `apply` gives clip i with the same generator,
+    # whatever the other clips drew (mirrored or not, erased or not, other jitter factors).
+    _, device = dataclasses.replace(full_train_transform(), randaugment=None).split(device=True)
+    assert [type(step) for step in device.steps] == [
+        T.RandomHorizontalFlip, T.ColorJitter, T.Normalize, T.RandomErasing]
+    clips = [random_clip(t=3, h=32, w=32, seed=s, low=5 * s, high=200 + 7 * s) for s in range(8)]
+    wanted = [device(clip, 0, gen(100 + i)) for i, clip in enumerate(clips)]
+    generators = [gen(100 + i) for i in range(8)]
+    video, drawn = torch.stack(clips), []  # (B, T, H, W, C)
+    for step in device.steps:
+        column = [step.draw((32, 32, 3), 0, g) for g in generators]  # (params, label) per clip
+        drawn.append([params for params, _ in column])
+    for step, column in zip(device.steps, drawn):
+        video = step.run(video, column, step.params(column))
+    assert 0 < sum(drawn[0]) < 8  # some clips mirrored, some not
+    assert 0 < sum(e is not None for e in drawn[3]) < 8  # some erased, some not
+    for i, (clip, label) in enumerate(wanted):
+        assert torch.equal(video[i], clip) and label == (1 if drawn[0][i] else 0)

@@ -9,18 +9,22 @@ is reproducible from its seed. Ops that need image statistics (autocontrast, equ
 contrast) compute them over the whole clip, per leading batch entry, for the same reason.
 
 The functional ops are pure; the small classes at the end hold their settings and are the
-steps of the training and test pipelines of the AIM recipes. `TrainTransform.steps` is the one
-place that orders the training steps (MMAction2's order: short-side resize -> RandomResizedCrop
-to the input size -> flip -> RandAugment -> colour jitter -> normalise -> random erasing);
-`TrainTransform.split` cuts them into the loader's part and the training device's part.
+steps of the training and test pipelines of the AIM recipes. The steps that may run on the
+training device are also `BatchStep`s: the host draws a clip's parameters (`draw`) and one
+call applies them to a whole batch (`run`), so the device is never waited for.
+`TrainTransform.steps` is the one place that orders the training steps (MMAction2's order:
+short-side resize -> RandomResizedCrop to the input size -> flip -> RandAugment -> colour
+jitter -> normalise -> random erasing); `TrainTransform.split` cuts them into the loader's part
+and the training device's part.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +40,7 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)  # torchvision ImageNet, on 0-255 RGB
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision/PIL
+_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
 _FILL = 128.0  # value of pixels uncovered by a geometric op (timm's RandAugment fill)
 
 
@@ -54,6 +59,28 @@ def _uniform(generator: torch.Generator | None, low: float, high: float) -> floa
 def _randint(generator: torch.Generator | None, low: int, high: int) -> int:
     """Uniform integer in [low, high)."""
     return int(torch.randint(low, high, (), generator=generator))
+
+
+@functools.cache
+def _constant(values: tuple[float, ...], device: torch.device) -> Tensor:
+    """`values` as float32 on `device`, made once per device and kept.
+
+    Making a tensor from host numbers on a GPU is a blocking copy: the host waits until the
+    device has finished everything queued before. Per call of an op that would stall the
+    training step's queue several times per batch; kept, it happens once per run.
+    """
+    # Not an inference tensor even when first asked for under `torch.inference_mode`, so a
+    # later call with autograd on may still use it.
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+def _per_entry(value: float | Tensor, clip: Tensor) -> float | Tensor:
+    """A number as it is; a tensor of one value per leading batch entry of the uint8 `clip`
+    (..., T, H, W, C), shaped to broadcast over its (T, H, W, C)."""
+    if isinstance(value, Tensor):
+        return value.reshape(*clip.shape[:-4], 1, 1, 1, 1)
+    return value
 
 
 def _frames(clip: Tensor) -> Tensor:
@@ -274,34 +301,46 @@ def _per_clip(clip: Tensor) -> Tensor:
     return clip.reshape(leading, -1, clip.shape[-1])  # (B, T*H*W, C)
 
 
-def _blend(clip: Tensor, degenerate: Tensor, factor: float) -> Tensor:
-    """`degenerate + factor * (clip - degenerate)`, rounded back to uint8 (PIL ImageEnhance)."""
-    if factor == 1:
+def _blend(clip: Tensor, degenerate: Tensor, factor: float | Tensor) -> Tensor:
+    """`degenerate + factor * (clip - degenerate)`, rounded back to uint8 (PIL ImageEnhance).
+
+    `factor` is a number or one per leading batch entry of `clip` (a tensor of shape
+    `clip.shape[:-4]`, on its device); a float32 factor gives what the same number does.
+    """
+    if not isinstance(factor, Tensor) and factor == 1:
         return clip
-    out = degenerate + factor * (clip.float() - degenerate)
-    return out.round().clamp(0, 255).to(torch.uint8)
+    # In place on the one float copy: a batch's temporaries are large, and fresh memory costs
+    # more than the arithmetic on the CPU. Same operations, same rounding, as written out.
+    out = clip.float().sub_(degenerate).mul_(_per_entry(factor, clip)).add_(degenerate)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def grayscale(clip: Tensor) -> Tensor:
     """Float luma of every pixel, (..., T, H, W, 1)."""
-    weights = torch.tensor(_GRAY_WEIGHTS, device=clip.device)
-    return (clip.float() * weights).sum(-1, keepdim=True)
+    return clip.float().mul_(_constant(_GRAY_WEIGHTS, clip.device)).sum(-1, keepdim=True)
 
 
-def adjust_brightness(clip: Tensor, factor: float) -> Tensor:
-    """Scale intensities by `factor` (blend with black)."""
+def adjust_brightness(clip: Tensor, factor: float | Tensor) -> Tensor:
+    """Scale intensities by `factor` (blend with black); a number or one per leading entry."""
     return _blend(clip, torch.zeros((), device=clip.device), factor)
 
 
-def adjust_contrast(clip: Tensor, factor: float) -> Tensor:
-    """Blend with the clip's mean grey level (one mean per clip, not per frame)."""
-    mean = _per_clip(grayscale(clip)).mean(dim=1)  # (B, 1)
+def adjust_contrast(clip: Tensor, factor: float | Tensor) -> Tensor:
+    """Blend with the clip's mean grey level (one mean per clip, not per frame); `factor` a
+    number or one per leading entry."""
+    # The mean of the luma is the luma of the channel means, and uint8 channel sums are exact
+    # in int64: the mean is then the same however the sum is split (threads, a batch, the
+    # device), as a float sum over the clip's pixels is not.
+    sums = _per_clip(clip).sum(dim=1, dtype=torch.int64)  # (B, C)
+    means = sums.float() / (clip.shape[-4:-1].numel())  # (B, C)
+    mean = (means * _constant(_GRAY_WEIGHTS, clip.device)).sum(-1)  # (B,)
     mean = mean.reshape(*clip.shape[:-4], 1, 1, 1, 1)  # broadcast over (T, H, W, C)
     return _blend(clip, mean, factor)
 
 
-def adjust_saturation(clip: Tensor, factor: float) -> Tensor:
-    """Blend with the grey image: 0 gives grey, 1 the input ("color" in RandAugment)."""
+def adjust_saturation(clip: Tensor, factor: float | Tensor) -> Tensor:
+    """Blend with the grey image: 0 gives grey, 1 the input ("color" in RandAugment);
+    `factor` a number or one per leading entry."""
     return _blend(clip, grayscale(clip), factor)
 
 
@@ -327,15 +366,30 @@ def adjust_hue(clip: Tensor, shift: float) -> Tensor:
     """
     if shift == 0:
         return clip
-    rgb_to_yiq = torch.tensor(
-        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-        device=clip.device,
-    )
+    return recolour(clip, hue_matrix(shift).to(clip.device))
+
+
+def hue_matrix(shift: float) -> Tensor:
+    """The RGB -> RGB matrix of `adjust_hue`, float32 (3, 3), computed on the CPU.
+
+    On the host on purpose: `linalg.inv` on a GPU reads its error flag back, a wait.
+    """
+    rgb_to_yiq = torch.tensor(_RGB_TO_YIQ)
     cos, sin = math.cos(2 * math.pi * shift), math.sin(2 * math.pi * shift)
-    rotation = torch.tensor([[1.0, 0, 0], [0, cos, -sin], [0, sin, cos]], device=clip.device)
-    matrix = torch.linalg.inv(rgb_to_yiq) @ rotation @ rgb_to_yiq  # RGB -> RGB
-    out = clip.float() @ matrix.T
-    return out.round().clamp(0, 255).to(torch.uint8)
+    rotation = torch.tensor([[1.0, 0, 0], [0, cos, -sin], [0, sin, cos]])
+    return torch.linalg.inv(rgb_to_yiq) @ rotation @ rgb_to_yiq
+
+
+def recolour(clip: Tensor, matrix: Tensor) -> Tensor:
+    """Map every RGB pixel through `matrix`: float (3, 3), or (B, 3, 3), one per clip of a batch
+    (B, T, H, W, C), on the clip's device; rounded back to uint8."""
+    if matrix.dim() == 2:
+        out = clip.float() @ matrix.T
+    else:
+        pixels = clip.reshape(len(clip), -1, clip.shape[-1]).float()  # (B, T*H*W, C)
+        # One batched matmul gives each clip what its own (T*H*W, C) @ (C, C) gives.
+        out = (pixels @ matrix.mT).reshape(clip.shape)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def autocontrast(clip: Tensor) -> Tensor:
@@ -477,16 +531,34 @@ def color_jitter(
     `[-hue, hue]` turns, as torchvision's ColorJitter; unlike it, the four adjustments
     always run in this fixed order, and hue uses the YIQ rotation of `adjust_hue`.
     """
-    for strength, adjust in (
-        (brightness, adjust_brightness),
-        (contrast, adjust_contrast),
-        (saturation, adjust_saturation),
+    *factors, shift = draw_color_jitter(brightness, contrast, saturation, hue, generator)
+    for strength, adjust, factor in zip(
+        (brightness, contrast, saturation),
+        (adjust_brightness, adjust_contrast, adjust_saturation),
+        factors,
     ):
         if strength > 0:
-            clip = adjust(clip, _uniform(generator, max(0.0, 1.0 - strength), 1.0 + strength))
+            clip = adjust(clip, factor)
     if hue > 0:
-        clip = adjust_hue(clip, _uniform(generator, -hue, hue))
+        clip = adjust_hue(clip, shift)
     return clip
+
+
+def draw_color_jitter(
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+    generator: torch.Generator | None,
+) -> tuple[float, float, float, float]:
+    """The brightness, contrast and saturation factors and the hue shift `color_jitter` draws,
+    in its order; an adjustment that is off (strength 0) draws nothing and gets 1 (shift 0)."""
+    drawn = []
+    for strength in (brightness, contrast, saturation):
+        low, high = max(0.0, 1.0 - strength), 1.0 + strength
+        drawn.append(_uniform(generator, low, high) if strength > 0 else 1.0)
+    shift = _uniform(generator, -hue, hue) if hue > 0 else 0.0
+    return drawn[0], drawn[1], drawn[2], shift
 
 
 # --------------------------------------------------------------------------- float side
@@ -497,10 +569,18 @@ def normalize(clip: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tens
 
     `mean` and `std` are on the 0-255 scale (e.g. `CLIP_MEAN`, `CLIP_STD`).
     """
-    video = clip.movedim(-1, -4).float()  # (..., T, H, W, C) -> (..., C, T, H, W)
-    mean_t = torch.tensor(mean, dtype=video.dtype, device=video.device).view(-1, 1, 1, 1)
-    std_t = torch.tensor(std, dtype=video.dtype, device=video.device).view(-1, 1, 1, 1)
-    return (video - mean_t) / std_t
+    # (..., T, H, W, C) -> (..., C, T, H, W), a copy of its own: it is normalised in place.
+    video = clip.movedim(-1, -4).to(torch.float32, copy=True)
+    mean_t = _constant(tuple(mean), video.device).view(-1, 1, 1, 1)  # (C, 1, 1, 1)
+    std_t = _constant(tuple(std), video.device).view(-1, 1, 1, 1)
+    return video.sub_(mean_t).div_(std_t)
+
+
+class Erasure(NamedTuple):
+    """A rectangle `random_erasing` fills and what it fills it with."""
+
+    box: CropBox  # rows and columns of the rectangle in every frame
+    noise: Tensor  # float (C, 1, box height, box width) on the CPU, the same in every frame
 
 
 def random_erasing(
@@ -527,9 +607,28 @@ def random_erasing(
     Returns:
         a new tensor, or `video` itself when nothing was erased.
     """
-    if prob <= 0 or _rand(generator) >= prob:
-        return video
     channels, _, height, width = video.shape[-4:]
+    erasure = draw_erasing(channels, height, width, prob, generator, area_range, ratio_range)
+    if erasure is None:
+        return video
+    out = video.clone()
+    _erase(out, erasure.box, erasure.noise.to(video))
+    return out
+
+
+def draw_erasing(
+    channels: int,
+    height: int,
+    width: int,
+    prob: float,
+    generator: torch.Generator | None,
+    area_range: tuple[float, float] = (0.02, 1 / 3),
+    ratio_range: tuple[float, float] = (0.3, 1 / 0.3),
+) -> Erasure | None:
+    """What `random_erasing` draws for a clip of `channels` x `height` x `width` frames, in its
+    order: None when nothing is erased."""
+    if prob <= 0 or _rand(generator) >= prob:
+        return None
     log_low, log_high = math.log(ratio_range[0]), math.log(ratio_range[1])
     for _ in range(10):
         target_area = height * width * _uniform(generator, *area_range)
@@ -540,10 +639,14 @@ def random_erasing(
             top = _randint(generator, 0, height - box_h + 1)
             left = _randint(generator, 0, width - box_w + 1)
             noise = torch.randn((channels, 1, box_h, box_w), generator=generator)
-            out = video.clone()
-            out[..., top : top + box_h, left : left + box_w] = noise.to(video)  # (C, 1, h, w)
-            return out
-    return video
+            return Erasure(CropBox(top, left, box_h, box_w), noise)
+    return None
+
+
+def _erase(video: Tensor, box: CropBox, noise: Tensor) -> None:
+    """Fill `box` of every frame of `video` (..., C, T, H, W) with `noise` (C, 1, h, w), in
+    place."""
+    video[..., box.top : box.top + box.height, box.left : box.left + box.width] = noise
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -564,6 +667,32 @@ class Step(Protocol):
         self, clip: Tensor, label: int, generator: torch.Generator | None
     ) -> tuple[Tensor, int]:
         """The clip and label after this step."""
+        ...
+
+
+class BatchStep(Step, Protocol):
+    """A step that `DeviceAugment` runs on a whole batch of clips at once (`on_device`).
+
+    The host draws every clip's parameters (`draw`: what `apply` draws, in its order), `params`
+    packs those of a batch into the one float tensor the device needs (all steps' go in one
+    copy), and `run` applies the step to every clip with them, giving each clip what `apply`
+    gives it. Nothing of this reads from the device, so the host never waits for it.
+    """
+
+    def draw(
+        self, frame: tuple[int, int, int], label: int, generator: torch.Generator | None
+    ) -> tuple[Any, int]:
+        """This clip's parameters and label after the step; `frame` is the (height, width,
+        channels) of its frames, which no batch step changes."""
+        ...
+
+    def params(self, drawn: Sequence[Any]) -> Tensor:
+        """float32 (n,) on the CPU: what `run` needs on the device for clips drawn `drawn`."""
+        ...
+
+    def run(self, video: Tensor, drawn: Sequence[Any], params: Tensor) -> Tensor:
+        """The batch `video` (B, ...) after the step, clip i with `drawn[i]`; `params` is
+        `self.params(drawn)` on `video`'s device."""
         ...
 
 
@@ -636,17 +765,37 @@ class RandomHorizontalFlip:
     def __call__(
         self, clip: Tensor, label: int, generator: torch.Generator | None
     ) -> tuple[Tensor, int]:
-        if self.prob <= 0 or _rand(generator) >= self.prob:
-            return clip, label
-        if self.label_map is not None:
-            label = self.label_map.get(label, label)
-        return hflip(clip), label
+        flipped, label = self.draw(clip.shape[-3:], label, generator)
+        return (hflip(clip) if flipped else clip), label
 
     def apply(
         self, clip: Tensor, label: int, generator: torch.Generator | None
     ) -> tuple[Tensor, int]:
         """Mirror (or not), mapping the label of a mirrored clip."""
         return self(clip, label, generator)
+
+    def draw(
+        self, frame: tuple[int, int, int], label: int, generator: torch.Generator | None
+    ) -> tuple[bool, int]:
+        """Whether the clip is mirrored, and its label then."""
+        if self.prob <= 0 or _rand(generator) >= self.prob:
+            return False, label
+        if self.label_map is not None:
+            label = self.label_map.get(label, label)
+        return True, label
+
+    def params(self, drawn: Sequence[bool]) -> Tensor:
+        """1 for each mirrored clip, 0 for the others: (B,)."""
+        return torch.tensor(drawn, dtype=torch.float32)
+
+    def run(self, video: Tensor, drawn: Sequence[bool], params: Tensor) -> Tensor:
+        """Mirror the drawn clips of uint8 (B, T, H, W, C)."""
+        if not any(drawn):
+            return video
+        if all(drawn):
+            return hflip(video)
+        mirrored = params.reshape(-1, 1, 1, 1, 1) != 0  # (B, 1, 1, 1, 1)
+        return torch.where(mirrored, hflip(video), video)
 
 
 @dataclass(frozen=True)
@@ -694,6 +843,39 @@ class ColorJitter:
         """Jitter the colours."""
         return self(clip, generator), label
 
+    def draw(
+        self, frame: tuple[int, int, int], label: int, generator: torch.Generator | None
+    ) -> tuple[tuple[float, float, float, float], int]:
+        """The clip's brightness, contrast and saturation factors and hue shift."""
+        strengths = (self.brightness, self.contrast, self.saturation, self.hue)
+        return draw_color_jitter(*strengths, generator), label
+
+    def params(self, drawn: Sequence[tuple[float, float, float, float]]) -> Tensor:
+        """Per clip the three factors, then with hue on its RGB matrix: (B * 3) or (B * 12)."""
+        table = torch.tensor([factors[:3] for factors in drawn], dtype=torch.float32)  # (B, 3)
+        if self.hue > 0:
+            # On the host, where `hue_matrix` computes what `adjust_hue` uses bit for bit.
+            matrices = torch.stack([hue_matrix(factors[3]) for factors in drawn])  # (B, 3, 3)
+            table = torch.cat([table, matrices.flatten(1)], dim=1)  # (B, 12)
+        return table.flatten()
+
+    def run(
+        self, video: Tensor, drawn: Sequence[tuple[float, float, float, float]], params: Tensor
+    ) -> Tensor:
+        """Jitter uint8 (B, T, H, W, C), in `color_jitter`'s order."""
+        table = params.view(len(drawn), -1)  # (B, 3) or (B, 12)
+        for column, (strength, adjust) in enumerate(
+            zip(
+                (self.brightness, self.contrast, self.saturation),
+                (adjust_brightness, adjust_contrast, adjust_saturation),
+            )
+        ):
+            if strength > 0:
+                video = adjust(video, table[:, column])
+        if self.hue > 0:
+            video = recolour(video, table[:, 3:].reshape(-1, 3, 3))
+        return video
+
 
 @dataclass(frozen=True)
 class Normalize:
@@ -712,6 +894,20 @@ class Normalize:
         """uint8 (T, H, W, C) -> float (C, T, H, W); draws nothing."""
         return self(clip), label
 
+    def draw(
+        self, frame: tuple[int, int, int], label: int, generator: torch.Generator | None
+    ) -> tuple[None, int]:
+        """Nothing to draw."""
+        return None, label
+
+    def params(self, drawn: Sequence[None]) -> Tensor:
+        """None: the mean and std are made once per device."""
+        return torch.empty(0)
+
+    def run(self, video: Tensor, drawn: Sequence[None], params: Tensor) -> Tensor:
+        """uint8 (B, T, H, W, C) -> float (B, C, T, H, W)."""
+        return self(video)
+
 
 @dataclass(frozen=True)
 class RandomErasing:
@@ -728,6 +924,28 @@ class RandomErasing:
     ) -> tuple[Tensor, int]:
         """Erase (or not) a rectangle of the normalised clip."""
         return self(clip, generator), label
+
+    def draw(
+        self, frame: tuple[int, int, int], label: int, generator: torch.Generator | None
+    ) -> tuple[Erasure | None, int]:
+        """The clip's rectangle and noise, or None."""
+        height, width, channels = frame
+        return draw_erasing(channels, height, width, self.prob, generator), label
+
+    def params(self, drawn: Sequence[Erasure | None]) -> Tensor:
+        """The noise of every erased clip, one after the other."""
+        return torch.cat([e.noise.flatten() for e in drawn if e is not None] + [torch.empty(0)])
+
+    def run(self, video: Tensor, drawn: Sequence[Erasure | None], params: Tensor) -> Tensor:
+        """Erase the drawn rectangles of float (B, C, T, H, W)."""
+        erased = [(i, e) for i, e in enumerate(drawn) if e is not None]
+        if not erased:
+            return video
+        out = video.clone()
+        noises = params.split([e.noise.numel() for _, e in erased])
+        for (i, erasure), noise in zip(erased, noises):
+            _erase(out[i], erasure.box, noise.view(erasure.noise.shape))  # (C, 1, h, w)
+        return out
 
 
 @dataclass(frozen=True)
