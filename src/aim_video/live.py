@@ -318,7 +318,9 @@ def watch(predictor: Predictor, source: str | LiveSource, *, stride: float | Non
     skipped: windows skipped just before it, time), `segment` (class, start, end, mean_prob,
     windows; task with several tasks), `gap` (at, seconds, reason: a reopened source), `jump`
     (at, from, to: a timestamp discontinuity), `lost` (a source not back in time), and last
-    `end` (reason, windows, skipped, segments, gaps, lag_median, lag_p95, note).
+    `end` (reason, windows, skipped, segments, gaps, jumps, lag_median, lag_p95, note, time).
+    Times (`start`, `end`, `at`) are the stream's seconds since its first frame; `time` is the
+    wall clock (UTC) when the record was made.
 
     Args:
         predictor: the model and its data settings.
@@ -383,7 +385,7 @@ def watch(predictor: Predictor, source: str | LiveSource, *, stride: float | Non
     thread.start()
     trackers = {task.name: SegmentTracker(task.class_names, threshold)
                 for task in predictor.tasks}
-    counts = {"windows": 0, "skipped": 0, "segments": 0, "gaps": 0}
+    counts = {"windows": 0, "skipped": 0, "segments": 0, "gaps": 0, "jumps": 0}
     lags: collections.deque[float] = collections.deque(maxlen=LAGS_KEPT)
     notes: list[str] = []
 
@@ -403,11 +405,10 @@ def watch(predictor: Predictor, source: str | LiveSource, *, stride: float | Non
             kind, payload, arrived, skipped = item
             if kind == "notice":
                 counts["gaps"] += payload["type"] == "gap"
+                counts["jumps"] += payload["type"] == "jump"
                 if payload["type"] == "lost":
                     notes.append(f"the stream dropped at {payload['at']:.2f} s and was "
                                  f"{payload['note']} ({payload['reason']})")
-                if payload["type"] == "jump":
-                    notes.append("timestamps jumped: window times continue after the last frame")
                 yield payload
                 continue
             w: Window = payload
@@ -439,6 +440,9 @@ def watch(predictor: Predictor, source: str | LiveSource, *, stride: float | Non
     thread.join(timeout=1.0)
     if info.note and not stop_requested:  # not the early end a stop makes
         notes.append(info.note)
+    if counts["jumps"]:
+        notes.append(f"timestamps jumped {counts['jumps']} time(s): window times went on one "
+                     "frame after the last each time")
     ordered = sorted(lags)
     yield {"type": "end", "reason": reason, **counts,
            "lag_median": round(statistics.median(ordered), 4) if ordered else None,
