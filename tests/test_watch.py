@@ -213,6 +213,7 @@ def test_a_dropped_connection_is_reopened_and_the_gap_reported(setup):
     kinds = [r["type"] for r in records]
     gaps = [r for r in records if r["type"] == "gap"]
     assert len(gaps) == 1 and gaps[0]["reason"]  # FFmpeg's words for the broken read
+    assert gaps[0]["at"] == 15 / FPS  # the last frame before the drop (at keyframe 16)
     # The second connection goes on where the first stopped: the windows are the timeline's.
     assert_timeline_windows(records, timeline)
     assert 0 < kinds.index("gap") < len(kinds) - 1
@@ -305,6 +306,11 @@ def test_a_source_that_cannot_be_opened_is_one_line(setup, tmp_path, capsys):
         assert main(["watch", source, "--checkpoint", checkpoint, "--device", "cpu"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0] and source in err[0]
+    for option, words in ((["--views", "3x1"], "a window is one clip"),
+                          (["--serve", "localhost:http"], "expected HOST:PORT")):
+        assert main(["watch", "-", "--checkpoint", checkpoint, *option]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0]
 
 
 def test_sigterm_ends_cleanly_with_everything_written(setup, tmp_path, capsys):
@@ -385,8 +391,9 @@ def test_the_live_page_updates_while_the_stream_plays(setup, browser):
         worker.join()
         browser.wait_for("document.getElementById('status').textContent.startsWith('ended')")
         last = windows_of(published)[-1]
-        shown = browser.evaluate("[...document.querySelectorAll('#current .row')]"
-                                 ".map(r => [r.children[0].textContent, r.children[2].textContent])")
+        shown = browser.evaluate(
+            "[...document.querySelectorAll('#current .row')]"
+            ".map(r => [r.children[0].textContent, r.children[2].textContent])")
         assert shown == [[t["class"], f"{t['prob']:.3f}"] for t in last["top"]]
         segs = [r for r in published if r["type"] == "segment"]
         assert browser.evaluate("document.querySelectorAll('#segments li').length") == len(segs)

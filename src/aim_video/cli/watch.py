@@ -163,7 +163,8 @@ def _printer(multitask: bool) -> Callable[[dict[str, Any]], None]:
             line = (f"note: timestamps jumped at {record['at']:.2f} s (from {record['from']:.2f}"
                     f" to {record['to']:.2f} s); window times go on from the last frame")
         elif kind == "lost":
-            line = f"the stream dropped at {record['at']:.2f} s: {record['reason']}; {record['note']}"
+            line = (f"the stream dropped at {record['at']:.2f} s: {record['reason']}; "
+                    f"{record['note']}")
         elif kind == "end":
             lag = (f"; lag median {record['lag_median']:.3f} s, p95 {record['lag_p95']:.3f} s"
                    if record["lag_median"] is not None else "")
