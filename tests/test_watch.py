@@ -401,3 +401,23 @@ def test_the_live_page_updates_while_the_stream_plays(setup, browser):
         assert browser.errors == []
     finally:
         server.close()
+
+
+def test_several_tasks_on_one_backbone_each_give_their_timeline(setup, tmp_path):
+    from test_multitask import write_backbone, write_task
+
+    video = setup[2]
+    backbone = write_backbone(tmp_path / "backbone.pt")
+    paths = [write_task(tmp_path / name / "best.pt", classes=classes, weights_seed=seed,
+                        backbone=backbone) for name, classes, seed in
+             (("actions", 3, 1), ("sports", 5, 2))]
+    both = Predictor.from_checkpoints(paths, device="cpu")
+    timelines = both.timelines(video, stride=STRIDE)
+    records = list(watch(both, str(video), stride=STRIDE, top_k=5, threshold=0.0))
+    for name, timeline in timelines.items():
+        mine = [{**r, "top": r["tasks"][name]["top"]} for r in windows_of(records)]
+        assert_timeline_windows(mine, timeline)
+        got = [(s["class"], s["start"], s["end"], s["windows"]) for s in records
+               if s["type"] == "segment" and s["task"] == name]
+        assert got == [(s["class"], s["start"], s["end"], s["windows"])
+                       for s in segments(timeline, 0.0)]
