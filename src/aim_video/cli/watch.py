@@ -155,7 +155,7 @@ def _printer(multitask: bool) -> Callable[[dict[str, Any]], None]:
             task = f"{record['task']}: " if multitask else ""
             line = (f"segment {record['start']:.2f}-{record['end']:.2f} s  {task}"
                     f"{record['class']} (mean p {record['mean_prob']:.2f}, "
-                    f"{record['windows']} windows)")
+                    f"{record['windows']} window{'s' if record['windows'] != 1 else ''})")
         elif kind == "gap":
             line = (f"gap at {record['at']:.2f} s: {record['reason']}; reopened after "
                     f"{record['seconds']:.1f} s")
