@@ -36,6 +36,7 @@ COMMANDS = (
     "check_data",
     "prepare",
     "timeline",
+    "watch",
     "extract",
     "export",
     "report",

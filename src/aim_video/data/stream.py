@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -71,6 +71,16 @@ class StreamInfo:
     skipped_frames: int = 0  # frames decoded but skipped: their timestamps repeat or go back
     last_time: float = 0.0  # seconds since the first frame, of the last decoded frame's end
     note: str | None = None  # why the stream ended early, when it did
+
+
+class FrameSource(Protocol):
+    """Frames of an input opened by the caller: `container` (its first video stream sets the
+    frame rate and size; closed when the windows end) and `frames(stream)`, the decoded frames
+    with `pts` in that stream's time base."""
+
+    container: Any
+
+    def frames(self, stream: Any) -> Iterator[Any]: ...
 
 
 def dense_offsets(num_frames: int, interval: int, fps: Fraction) -> tuple[list[Fraction], Fraction]:
@@ -146,6 +156,7 @@ def stream_windows(
     short_side: int | None = None,
     info: StreamInfo | None = None,
     threads: bool = False,
+    source: FrameSource | None = None,
 ) -> Iterator[Window]:
     """Windows of `path`, decoded once, forward (see the module docstring).
 
@@ -162,6 +173,8 @@ def stream_windows(
         short_side: decode frames so their shorter side has this length (None: native size).
         info: filled with what the stream told (frame rate, frames, an early end's note).
         threads: let FFmpeg decode with threads.
+        source: decoded frames from an input opened elsewhere (a live stream, `aim_video.live`)
+            instead of opening `path`, which then only names it in errors.
 
     Yields:
         `Window`s in order.
@@ -175,11 +188,14 @@ def stream_windows(
     if sampling not in ("dense", "uniform"):
         raise ValueError(f"sampling must be 'dense' or 'uniform', got {sampling!r}")
     info = info if info is not None else StreamInfo()
-    _check_file(Path(path))  # missing or empty: the same words as the random-access reader
-    try:
-        container = av.open(os.fspath(path), metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError, OSError) as err:
-        raise VideoDecodeError(path, f"not a readable video ({err})") from None
+    if source is not None:
+        container = source.container
+    else:
+        _check_file(Path(path))  # missing or empty: the same words as the random-access reader
+        try:
+            container = av.open(os.fspath(path), metadata_errors="ignore")
+        except (av.FFmpegError, UnicodeDecodeError, OSError) as err:
+            raise VideoDecodeError(path, f"not a readable video ({err})") from None
     with container:
         if not container.streams.video:
             raise VideoDecodeError(path, "no video stream")
@@ -247,8 +263,9 @@ def stream_windows(
                 yield from emit(b)
                 a = b
 
+        frames = container.decode(stream) if source is None else source.frames(stream)
         try:
-            for frame in container.decode(stream):
+            for frame in frames:
                 if frame.pts is None:
                     raise VideoDecodeError(path, "frames carry no timestamps (remux to MP4/MKV)")
                 when = frame.pts * time_base
