@@ -45,10 +45,10 @@ from aim_video.weights import (
     CheckpointError,
     backbone_fingerprint,
     load_pretrained,
-    read_video_checkpoint,
     resize_temporal_embedding,
     tensors_fingerprint,
 )
+from aim_video.weights.formats import convert_video_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +407,7 @@ def _transfer_source(path: Path, trust: bool) -> _Source:
         return _Source(dict(state["model"]), {k: k for k in state["model"]},
                        list(state["class_names"]), state["backbone_fingerprint"],
                        "aim-video checkpoint")
-    _, fmt, converted = read_video_checkpoint(
+    _, fmt, converted = convert_video_checkpoint(
         path, trust=trust, image_hint="train.init_from takes an aim-video last.pt / best.pt "
         "or a released AIM checkpoint (image weights go to --pretrained)")
     if converted.unknown:
