@@ -17,6 +17,7 @@ from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.distributed import DistEnv
 from aim_video.engine.evaluate import eval_dataset, run_model
 from aim_video.engine.train import Trainer, train
+from aim_video.engine.transfer import transfer_weights
 from aim_video.weights import CheckpointError, backbone_fingerprint, resize_temporal_embedding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -115,7 +116,7 @@ def test_the_same_classes_reordered_permute_the_head(synthetic, backbone, source
     names = trained["class_names"]
     reordered = names[3:] + names[:3]
     model = _model(synthetic, backbone, tmp_path)
-    report = ckpt.transfer_weights(model, source, reordered)
+    report = transfer_weights(model, source, reordered)
     assert report.head.startswith("kept, rows reordered")
     rows = [names.index(name) for name in reordered]
     assert torch.equal(model.head.weight, trained["model"]["head.weight"][rows])
@@ -129,7 +130,7 @@ def test_other_classes_reinitialise_the_head_and_say_so(synthetic, backbone, sou
     names = [f"other_{i}" for i in range(classes)]
     model = _model(synthetic, backbone, tmp_path, classes)
     head = model.head.weight.detach().clone()
-    report = ckpt.transfer_weights(model, source, names)
+    report = transfer_weights(model, source, names)
     assert report.head.startswith(f"re-initialised: the classes differ by name (10 in the "
                                   f"source, {classes} here; only in the source: ")
     assert "other_0" in report.head and "init_from head: re-initialised" in report.lines()[1]
@@ -143,7 +144,7 @@ def test_another_frame_count_interpolates_the_temporal_embedding(synthetic, back
                                                                   tmp_path):
     trained = ckpt.load_checkpoint(source)["model"]["temporal_embedding"]  # (1, 4, 64)
     model = _model(synthetic, backbone, tmp_path, data__num_frames=12)
-    report = ckpt.transfer_weights(model, source, ckpt.load_checkpoint(source)["class_names"])
+    report = transfer_weights(model, source, ckpt.load_checkpoint(source)["class_names"])
     assert "temporal_embedding 4 -> 12 frames (linear)" in report.lines()[0]
     te = model.temporal_embedding.detach()
     assert te.shape == (1, 12, 64)
@@ -161,7 +162,7 @@ def test_a_different_backbone_is_refused_naming_both_fingerprints(synthetic, sou
     other = write_backbone(tmp_path / "other_clip.pt", seed=7)
     model = _model(synthetic, other, tmp_path)
     with pytest.raises(CheckpointError, match="backbone mismatch") as err:
-        ckpt.transfer_weights(model, source, ckpt.load_checkpoint(source)["class_names"])
+        transfer_weights(model, source, ckpt.load_checkpoint(source)["class_names"])
     assert ckpt.load_checkpoint(source)["backbone_fingerprint"] in str(err.value)
     assert backbone_fingerprint(model) in str(err.value)
 
@@ -175,7 +176,7 @@ def test_a_key_the_model_has_no_place_for_is_refused_by_name(synthetic, backbone
     path = ckpt.save_checkpoint(state, tmp_path / "odd.pt")
     model = _model(synthetic, backbone, tmp_path)
     with pytest.raises(CheckpointError, match=f"not in this model \\(1\\): {key}$"):
-        ckpt.transfer_weights(model, path, state["class_names"])
+        transfer_weights(model, path, state["class_names"])
 
 
 def test_a_source_without_some_blocks_adapters_is_refused(synthetic, backbone, source, tmp_path):
@@ -185,7 +186,7 @@ def test_a_source_without_some_blocks_adapters_is_refused(synthetic, backbone, s
         del state["model"][key]
     path = ckpt.save_checkpoint(state, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="missing from the source \\(4\\)") as err:
-        ckpt.transfer_weights(_model(synthetic, backbone, tmp_path), path, state["class_names"])
+        transfer_weights(_model(synthetic, backbone, tmp_path), path, state["class_names"])
     assert all(key in str(err.value) for key in gone)
 
 
@@ -205,8 +206,8 @@ def test_a_released_aim_checkpoint_loads(synthetic, backbone, source, tmp_path):
     path, released = _released(source, tmp_path, seed=np.int64(0))
     model = _model(synthetic, backbone, tmp_path, data__num_frames=8)
     with pytest.raises(CheckpointError, match="trust"):
-        ckpt.transfer_weights(model, path, [f"c{i}" for i in range(10)])
-    report = ckpt.transfer_weights(model, path, [f"c{i}" for i in range(10)], trust=True)
+        transfer_weights(model, path, [f"c{i}" for i in range(10)])
+    report = transfer_weights(model, path, [f"c{i}" for i in range(10)], trust=True)
     assert report.kind == "aim checkpoint"
     assert "the fingerprint of the file's" in report.lines()[0]
     assert report.head.startswith("re-initialised for 10 classes") and "no class names" in \
@@ -229,6 +230,6 @@ def test_a_released_checkpoint_of_another_backbone_is_refused(synthetic, backbon
     torch.save(state, path)
     model = _model(synthetic, backbone, tmp_path)
     with pytest.raises(CheckpointError, match="backbone mismatch") as err:
-        ckpt.transfer_weights(model, path, [f"c{i}" for i in range(10)])
+        transfer_weights(model, path, [f"c{i}" for i in range(10)])
     assert backbone_fingerprint(model) in str(err.value)
     assert "the fingerprint of the file's" in str(err.value)

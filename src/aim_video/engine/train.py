@@ -63,6 +63,7 @@ from aim_video.engine.distributed import (
 from aim_video.engine.evaluate import EvalResult, evaluate_model
 from aim_video.engine.optim import build_optimizer, build_scheduler, head_lr
 from aim_video.engine.plots import plot_curves
+from aim_video.engine.transfer import Transfer, transfer_weights
 from aim_video.files import (
     ensure_writable_dir,
     remove_temp_files,
@@ -280,10 +281,10 @@ class Trainer:
             log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch + 1,
                      self.state.global_step)
 
-    def init_from(self, path: str | Path) -> ckpt.Transfer:
+    def init_from(self, path: str | Path) -> Transfer:
         """Starts the trained parts from another run's checkpoint or a released AIM model
-        (`checkpoint.transfer_weights`); a fresh run's first step, before any training."""
-        report = ckpt.transfer_weights(
+        (`transfer.transfer_weights`); a fresh run's first step, before any training."""
+        report = transfer_weights(
             self.model, path, self.class_names, trust=self.cfg.model.trust_checkpoint,
             fingerprint=self.fingerprint,
         )
@@ -634,7 +635,7 @@ def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = Tru
         cfg: the resolved run config.
         resume: None (fresh start), `"auto"` (`out_dir/last.pt` when present) or a checkpoint.
             A fresh start with `train.init_from` begins from that checkpoint's trained weights
-            (`checkpoint.transfer_weights`); a resumed run ignores it.
+            (`transfer.transfer_weights`); a resumed run ignores it.
         progress: show a tqdm progress bar (rank 0 only).
 
     The run's paths are stored absolute (`with_absolute_paths`), so that its config and
