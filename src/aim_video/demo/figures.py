@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aim_video.data.annotations import load_annotations
 from aim_video.data.decode import open_video
 from aim_video.demo.plan import VARIANTS
+from aim_video.demo.results import DemoReport
 from aim_video.engine.plots import figure, save_figure
-
-if TYPE_CHECKING:
-    from aim_video.demo.ablation import DemoReport
 
 FIGURES = ("results.png", "curves.png", "examples.png")
 
