@@ -13,7 +13,7 @@ from test_engine_support import tiny_config
 from aim_video.data import dataset as dataset_module
 from aim_video.data.annotations import Annotations, VideoRecord
 from aim_video.data.dataset import DataConfig, DeviceAugment, VideoDataset, collate
-from aim_video.engine.checkpoint import load_checkpoint
+from aim_video.engine.checkpoint import read_training_checkpoint
 from aim_video.engine.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
@@ -151,7 +151,7 @@ def test_training_with_device_augmentation_gives_the_same_weights(synthetic, bac
                           **noisy), progress=False)
         for flag in (False, True)
     ]
-    host, device = (load_checkpoint(run.last_checkpoint)["model"] for run in runs)
+    host, device = (read_training_checkpoint(run.last_checkpoint)["model"] for run in runs)
     assert host.keys() == device.keys()
     for name, tensor in host.items():
         assert torch.equal(device[name], tensor), name

@@ -61,7 +61,7 @@ def _probabilities(model, cfg) -> np.ndarray:
 
 def test_a_run_initialised_from_another_starts_at_its_accuracy(synthetic, backbone, source,
                                                                tmp_path):
-    state = ckpt.load_checkpoint(source)
+    state = ckpt.read_training_checkpoint(source)
     source_cfg = ckpt.checkpoint_config(state, source)
     expected = _probabilities(ckpt.model_from_checkpoint(state, source, source_cfg), source_cfg)
 
@@ -91,8 +91,8 @@ def test_the_cli_key_is_saved_and_a_resumed_run_ignores_it(synthetic, backbone, 
     assert first.global_step == 0
     assert f"init_from: {source}" in (tmp_path / "run" / "config.yaml").read_text()
     assert "init_from head: kept (the same 10 classes in the same order)" in caplog.text
-    saved, trained = ckpt.load_checkpoint(first.last_checkpoint)["model"], \
-        ckpt.load_checkpoint(source)["model"]
+    saved, trained = ckpt.read_training_checkpoint(first.last_checkpoint)["model"], \
+        ckpt.read_training_checkpoint(source)["model"]
     for name, tensor in trained.items():
         assert torch.equal(saved[name], tensor), name
 
@@ -112,7 +112,7 @@ def test_a_missing_source_is_named_before_any_work(synthetic, backbone, tmp_path
 
 
 def test_the_same_classes_reordered_permute_the_head(synthetic, backbone, source, tmp_path):
-    trained = ckpt.load_checkpoint(source)
+    trained = ckpt.read_training_checkpoint(source)
     names = trained["class_names"]
     reordered = names[3:] + names[:3]
     model = _model(synthetic, backbone, tmp_path)
@@ -126,7 +126,7 @@ def test_the_same_classes_reordered_permute_the_head(synthetic, backbone, source
 @pytest.mark.parametrize("classes", [10, 4])  # the same count renamed, and another count
 def test_other_classes_reinitialise_the_head_and_say_so(synthetic, backbone, source, tmp_path,
                                                         classes):
-    trained = ckpt.load_checkpoint(source)
+    trained = ckpt.read_training_checkpoint(source)
     names = [f"other_{i}" for i in range(classes)]
     model = _model(synthetic, backbone, tmp_path, classes)
     head = model.head.weight.detach().clone()
@@ -142,9 +142,9 @@ def test_other_classes_reinitialise_the_head_and_say_so(synthetic, backbone, sou
 
 def test_another_frame_count_interpolates_the_temporal_embedding(synthetic, backbone, source,
                                                                   tmp_path):
-    trained = ckpt.load_checkpoint(source)["model"]["temporal_embedding"]  # (1, 4, 64)
+    trained = ckpt.read_training_checkpoint(source)["model"]["temporal_embedding"]  # (1, 4, 64)
     model = _model(synthetic, backbone, tmp_path, data__num_frames=12)
-    report = transfer_weights(model, source, ckpt.load_checkpoint(source)["class_names"])
+    report = transfer_weights(model, source, ckpt.read_training_checkpoint(source)["class_names"])
     assert "temporal_embedding 4 -> 12 frames (linear)" in report.lines()[0]
     te = model.temporal_embedding.detach()
     assert te.shape == (1, 12, 64)
@@ -162,8 +162,8 @@ def test_a_different_backbone_is_refused_naming_both_fingerprints(synthetic, sou
     other = write_backbone(tmp_path / "other_clip.pt", seed=7)
     model = _model(synthetic, other, tmp_path)
     with pytest.raises(CheckpointError, match="backbone mismatch") as err:
-        transfer_weights(model, source, ckpt.load_checkpoint(source)["class_names"])
-    assert ckpt.load_checkpoint(source)["backbone_fingerprint"] in str(err.value)
+        transfer_weights(model, source, ckpt.read_training_checkpoint(source)["class_names"])
+    assert ckpt.read_training_checkpoint(source)["backbone_fingerprint"] in str(err.value)
     assert backbone_fingerprint(model) in str(err.value)
 
 
@@ -171,7 +171,7 @@ def test_a_different_backbone_is_refused_naming_both_fingerprints(synthetic, sou
                                  "bogus.weight"])
 def test_a_key_the_model_has_no_place_for_is_refused_by_name(synthetic, backbone, source,
                                                              tmp_path, key):
-    state = ckpt.load_checkpoint(source)
+    state = ckpt.read_training_checkpoint(source)
     state["model"][key] = torch.zeros(3)
     path = ckpt.save_checkpoint(state, tmp_path / "odd.pt")
     model = _model(synthetic, backbone, tmp_path)
@@ -180,7 +180,7 @@ def test_a_key_the_model_has_no_place_for_is_refused_by_name(synthetic, backbone
 
 
 def test_a_source_without_some_blocks_adapters_is_refused(synthetic, backbone, source, tmp_path):
-    state = ckpt.load_checkpoint(source)
+    state = ckpt.read_training_checkpoint(source)
     gone = [k for k in state["model"] if k.startswith("transformer.resblocks.1.MLP_Adapter.")]
     for key in gone:
         del state["model"][key]
@@ -192,7 +192,7 @@ def test_a_source_without_some_blocks_adapters_is_refused(synthetic, backbone, s
 
 def _released(source, tmp_path, **meta):
     """The source's whole model in the released MMAction2 layout, renamed by hand."""
-    state = ckpt.load_checkpoint(source)
+    state = ckpt.read_training_checkpoint(source)
     model = ckpt.model_from_checkpoint(state, source, ckpt.checkpoint_config(state, source))
     weights = {("cls_head.fc_cls." + k[len("head."):] if k.startswith("head.")
                 else "backbone." + k): v for k, v in model.state_dict().items()}

@@ -95,8 +95,12 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return write_atomic(path, lambda temp: torch.save(state, temp))
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Reads a training checkpoint written by `save_checkpoint`, on the CPU.
+def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Reads a training checkpoint written by `save_checkpoint`, on the CPU: its state dict
+    (trained weights, class names, config, progress; see `checkpoint_state`), no model.
+
+    A model from it: `aim_video.Predictor.from_checkpoint` (ready for inference); a whole-model
+    weights file (a released AIM model): `aim_video.load_aim_checkpoint`.
 
     Raises:
         CheckpointError: the file is missing, truncated, not a torch file, or not an aim-video
@@ -325,8 +329,11 @@ def model_from_checkpoint(
 ) -> AIMViT:
     """Rebuilds a trained model: config + backbone weights + the checkpoint's trained weights.
 
+    The engine's own step behind evaluation, export and `Predictor.from_checkpoint` (the way a
+    user loads a trained model).
+
     Args:
-        state: `load_checkpoint(path)`.
+        state: `read_training_checkpoint(path)`.
         path: the checkpoint's path (for messages).
         cfg: the run config (usually the checkpoint's own).
         pretrained: backbone weights to use instead of `cfg.model.pretrained`.
@@ -344,3 +351,8 @@ def model_from_checkpoint(
         load_backbone(model, cfg.model, training=False)
     restore_model(model, state, path)
     return model
+
+
+# The old name of `read_training_checkpoint`, still called by modules rewritten elsewhere in
+# this round (engine.evaluate, engine.train, export, predictor); it goes once they call the new.
+load_checkpoint = read_training_checkpoint
