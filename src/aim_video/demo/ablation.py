@@ -68,7 +68,6 @@ def run_variant(cfg: RunConfig, name: str, num_classes: int, progress: bool) -> 
         out_dir=out_dir, trained=before is None or last.stat().st_mtime_ns != before)
 
 
-
 def run_demo(out_dir: str | Path = "aim-video-demo", quick: bool = False, progress: bool = True,
              workers: int = 2, variants: tuple[str, ...] | None = None) -> DemoReport:
     """Runs the whole demo into `out_dir` (the steps: `aim_video.demo`); resumable.

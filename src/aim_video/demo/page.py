@@ -46,5 +46,4 @@ def write_ablation_page(out_dir: str | Path) -> Path:
                        "figures": [f for f in FIGURES if (out / f).is_file()]})
 
 
-
 __all__ = ["write_ablation_page", "write_report"]

@@ -32,7 +32,6 @@ class VariantResult:
                 "order_blind": VARIANTS[self.name].order_blind, "run": str(self.out_dir)}
 
 
-
 @dataclass
 class DemoReport:
     plan: Plan

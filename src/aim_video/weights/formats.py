@@ -59,6 +59,7 @@ MAX_LISTED = 20  # keys listed per kind in an error message
 class CheckpointError(UserError):
     """A checkpoint file cannot be read, or does not fit the model; the message names the file."""
 
+
 # ============================================================================ name tables
 @cache
 def _template_regex(template: str) -> re.Pattern[str]:

@@ -94,7 +94,6 @@ def infer_config(
     )
 
 
-
 def load_aim_checkpoint(
     path: str | Path,
     *,
@@ -135,4 +134,3 @@ def load_aim_checkpoint(
     load_converted(model, converted, raw.path, fmt, auto=True, full=True)
     model.freeze()
     return model.eval()
-

@@ -24,6 +24,7 @@ from aim_video.weights.formats import (
 )
 from aim_video.weights.resize import resize_to_model
 
+
 # ============================================================================ reports
 @dataclass
 class LoadReport:
@@ -61,12 +62,9 @@ class LoadReport:
         return "; ".join(parts)
 
 
-
 # ============================================================================ strict loading
-
 def _named(ours: str, source: str) -> str:
     return ours if ours == source else f"{ours} (file: {source})"
-
 
 
 def _misfit(
@@ -171,4 +169,3 @@ def _detection_hint(raw: RawCheckpoint, given: str) -> str:
     if detected == given:
         return ""
     return f"\n  (format {given!r} was given; the keys look like {detected!r})"
-

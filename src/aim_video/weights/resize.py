@@ -78,4 +78,3 @@ def resize_to_model(
             tensors["temporal_embedding"] = resize_temporal_embedding(te, want.shape[1])
             notes.append(f"temporal_embedding: {te.shape[1]} -> {want.shape[1]} frames (linear)")
     return notes
-
