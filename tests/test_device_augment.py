@@ -22,7 +22,7 @@ from aim_video.data.dataset import (
     build_train_transform,
     collate,
 )
-from aim_video.engine.checkpoint import load_checkpoint
+from aim_video.engine.checkpoint import read_training_checkpoint
 from aim_video.engine.config import load_config
 from aim_video.engine.train import train
 
@@ -161,7 +161,7 @@ def test_training_with_device_augmentation_gives_the_same_weights(synthetic, bac
                           **noisy), progress=False)
         for flag in (False, True)
     ]
-    host, device = (load_checkpoint(run.last_checkpoint)["model"] for run in runs)
+    host, device = (read_training_checkpoint(run.last_checkpoint)["model"] for run in runs)
     assert host.keys() == device.keys()
     for name, tensor in host.items():
         assert torch.equal(device[name], tensor), name

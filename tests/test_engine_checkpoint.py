@@ -17,8 +17,8 @@ from test_engine_support import tiny_config, write_backbone
 from aim_video.cli import main
 from aim_video.engine.checkpoint import (
     checkpoint_config,
-    load_checkpoint,
     model_from_checkpoint,
+    read_training_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -44,7 +44,7 @@ def run(synthetic, backbone, tmp_path_factory):
 
 
 def test_a_checkpoint_holds_only_the_trained_weights_and_its_provenance(run, backbone):
-    state = load_checkpoint(run)  # torch.load(weights_only=True) inside
+    state = read_training_checkpoint(run)  # torch.load(weights_only=True) inside
     weights = state["model"]
     assert "conv1.weight" not in weights
     assert "transformer.resblocks.0.attn.in_proj_weight" not in weights
@@ -62,19 +62,19 @@ def test_truncated_missing_and_foreign_files_are_named_in_clear_errors(run, tmp_
     truncated.write_bytes(run.read_bytes()[: run.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=rf"{truncated}: cannot be read as a checkpoint "
                                               r"\(truncated, corrupt or not a torch file\)"):
-        load_checkpoint(truncated)
+        read_training_checkpoint(truncated)
     with pytest.raises(CheckpointError, match=rf"{tmp_path / 'nope.pt'}: no such checkpoint"):
-        load_checkpoint(tmp_path / "nope.pt")
+        read_training_checkpoint(tmp_path / "nope.pt")
     released = tmp_path / "released.pth"
     torch.save({"state_dict": {"backbone.conv1.weight": torch.zeros(1)}}, released)
     with pytest.raises(CheckpointError, match=rf"{released}: not an aim-video training "
                                               r"checkpoint.*load_aim_checkpoint"):
-        load_checkpoint(released)
+        read_training_checkpoint(released)
 
 
 def test_a_different_backbone_is_refused_naming_both_fingerprints(run, synthetic, tmp_path):
     other = write_backbone(tmp_path / "other_clip.pt", seed=7)
-    expected = load_checkpoint(run)["backbone_fingerprint"]
+    expected = read_training_checkpoint(run)["backbone_fingerprint"]
     with pytest.raises(CheckpointError, match=rf"backbone mismatch: the checkpoint was trained on "
                                               rf"backbone {expected} from .*tiny_clip.pt, but "
                                               rf"the loaded backbone is [0-9a-f]{{16}} from "
@@ -154,7 +154,7 @@ def test_a_moved_run_folder_finds_its_data_and_backbone_relative_to_the_checkpoi
     moved.parent.mkdir()
     (project).rename(moved)
     checkpoint = moved / "runs" / "a" / "last.pt"
-    state = load_checkpoint(checkpoint)
+    state = read_training_checkpoint(checkpoint)
     assert state["config"]["data"]["train"] == str(project / "data" / "train.txt")  # absolute
     cfg = checkpoint_config(state, checkpoint)
     assert cfg.data.train == str(moved / "data" / "train.txt")

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from test_engine_support import tiny_config
 
 from aim_video.engine import distributed
-from aim_video.engine.checkpoint import RandomBackboneError, load_checkpoint
+from aim_video.engine.checkpoint import RandomBackboneError, read_training_checkpoint
 from aim_video.engine.config import ConfigError
 from aim_video.engine.evaluate import evaluate_checkpoint
 from aim_video.engine.train import _DeviceSums, train
@@ -28,7 +28,7 @@ FAST = {"train__plots": False, "eval__splits": []}
 
 
 def _trained(path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model"]
+    return read_training_checkpoint(path)["model"]
 
 
 def _jsonl(path) -> list[dict]:
@@ -95,7 +95,7 @@ def test_a_random_frozen_backbone_is_refused_unless_allowed(synthetic, tmp_path)
     cfg = tiny_config(synthetic, tmp_path / "allowed", None, model__allow_random_backbone=True,
                       train__max_steps=1, **FAST)
     result = train(cfg, progress=False)
-    assert load_checkpoint(result.last_checkpoint)["backbone_source"] == "random"
+    assert read_training_checkpoint(result.last_checkpoint)["backbone_source"] == "random"
     # The random backbone is seeded by train.seed, so the checkpoint can still be evaluated.
     assert evaluate_checkpoint(result.last_checkpoint).num_videos == 4
 
@@ -227,7 +227,7 @@ def test_two_process_ddp_run_on_cpu(synthetic, backbone, tmp_path):
     for history in (r["history"] for r in ranks):
         del history[0]["seconds"]  # the only per-process entry
     assert ranks[0]["history"] == ranks[1]["history"]  # metrics reduced over both ranks
-    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    state = read_training_checkpoint(tmp_path / "run" / "last.pt")
     assert len(state["processes"]) == 2 and state["global_step"] == 2
     assert state["history"][0]["val_top1"] is not None
     assert sorted(os.listdir(tmp_path / "run")) == [

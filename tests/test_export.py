@@ -38,7 +38,7 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     checkpoint = write_checkpoint(folder / "best.pt", classes=len(CLASSES), interval=3,
                                   views="2x1")
-    state = ckpt.load_checkpoint(checkpoint)
+    state = ckpt.read_training_checkpoint(checkpoint)
     cfg = ckpt.checkpoint_config(state, checkpoint)
     out = folder / "model.onnx"
     stdout = io.StringIO()

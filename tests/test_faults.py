@@ -24,7 +24,7 @@ import pytest
 import torch
 from test_engine_support import tiny_overrides
 
-from aim_video.engine.checkpoint import load_checkpoint
+from aim_video.engine.checkpoint import read_training_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
@@ -110,7 +110,8 @@ def test_a_run_killed_at_chosen_moments_ends_as_one_never_interrupted(pieces, tm
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
     for name in ("last.pt", "best.pt"):
-        expected, actual = load_checkpoint(tmp_path / "straight" / name), load_checkpoint(out / name)
+        expected, actual = (read_training_checkpoint(folder / name)
+                            for folder in (tmp_path / "straight", out))
         assert actual["global_step"] == expected["global_step"]
         assert actual["best_epoch"] == expected["best_epoch"]
         assert actual["model"].keys() == expected["model"].keys()

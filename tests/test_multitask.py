@@ -12,8 +12,8 @@ from video_helpers import one_thread, write_checkpoint, write_indexed_video  # n
 from aim_video.cli import main
 from aim_video.engine.checkpoint import (
     checkpoint_config,
-    load_checkpoint,
     model_from_config,
+    read_training_checkpoint,
     save_checkpoint,
 )
 from aim_video.errors import UserError
@@ -27,7 +27,7 @@ def write_backbone(path: Path) -> Path:
     first), so tasks with other class counts load the backbone from this file instead.
     """
     checkpoint = write_checkpoint(path.with_suffix(".source.pt"))
-    state = load_checkpoint(checkpoint)
+    state = read_training_checkpoint(checkpoint)
     model = model_from_config(checkpoint_config(state, checkpoint), len(state["class_names"]))
     torch.save({k: v for k, v in model.state_dict().items() if not model.is_trainable(k)}, path)
     return path
@@ -39,7 +39,7 @@ def write_task(path: Path, *, classes: int, weights_seed: int, backbone: Path | 
     backbone of seed 7, another one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_checkpoint(path, seed=0 if backbone else 7, **settings)
-    state = load_checkpoint(path)
+    state = read_training_checkpoint(path)
     generator = torch.Generator().manual_seed(100 + weights_seed)
     shapes = {name: (classes, *t.shape[1:]) if name.startswith("head.") else t.shape
               for name, t in state["model"].items()}
@@ -140,7 +140,8 @@ def test_checkpoints_of_other_backbones_or_data_settings_are_refused(files, tmp_
     with pytest.raises(UserError) as refused:
         Predictor.from_checkpoints([files["a"], other], device="cpu")
     message = str(refused.value)
-    theirs, ours = (load_checkpoint(p)["backbone_fingerprint"] for p in (other, files["a"]))
+    theirs, ours = (read_training_checkpoint(p)["backbone_fingerprint"]
+                    for p in (other, files["a"]))
     assert theirs != ours
     for part in (str(other), str(files["a"]), theirs, ours):
         assert part in message

@@ -249,8 +249,8 @@ def test_ablation_page_opens_a_variants_report(browser, tmp_path):
 
 
 def test_timeline_page_lists_segments_and_windows(browser, tmp_path):
-    from aim_video.outputs import write_timeline
     from aim_video.predictor import Timeline
+    from aim_video.timeline import write_timeline
 
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]], np.float32)
     starts = np.arange(5, dtype=np.float64)

@@ -17,6 +17,7 @@ from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.distributed import DistEnv
 from aim_video.engine.evaluate import eval_dataset, run_model
 from aim_video.engine.train import Trainer, train
+from aim_video.engine.transfer import transfer_weights
 from aim_video.weights import CheckpointError, backbone_fingerprint, resize_temporal_embedding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,7 +61,7 @@ def _probabilities(model, cfg) -> np.ndarray:
 
 def test_a_run_initialised_from_another_starts_at_its_accuracy(synthetic, backbone, source,
                                                                tmp_path):
-    state = ckpt.load_checkpoint(source)
+    state = ckpt.read_training_checkpoint(source)
     source_cfg = ckpt.checkpoint_config(state, source)
     expected = _probabilities(ckpt.model_from_checkpoint(state, source, source_cfg), source_cfg)
 
@@ -90,8 +91,8 @@ def test_the_cli_key_is_saved_and_a_resumed_run_ignores_it(synthetic, backbone, 
     assert first.global_step == 0
     assert f"init_from: {source}" in (tmp_path / "run" / "config.yaml").read_text()
     assert "init_from head: kept (the same 10 classes in the same order)" in caplog.text
-    saved, trained = ckpt.load_checkpoint(first.last_checkpoint)["model"], \
-        ckpt.load_checkpoint(source)["model"]
+    saved, trained = ckpt.read_training_checkpoint(first.last_checkpoint)["model"], \
+        ckpt.read_training_checkpoint(source)["model"]
     for name, tensor in trained.items():
         assert torch.equal(saved[name], tensor), name
 
@@ -111,11 +112,11 @@ def test_a_missing_source_is_named_before_any_work(synthetic, backbone, tmp_path
 
 
 def test_the_same_classes_reordered_permute_the_head(synthetic, backbone, source, tmp_path):
-    trained = ckpt.load_checkpoint(source)
+    trained = ckpt.read_training_checkpoint(source)
     names = trained["class_names"]
     reordered = names[3:] + names[:3]
     model = _model(synthetic, backbone, tmp_path)
-    report = ckpt.transfer_weights(model, source, reordered)
+    report = transfer_weights(model, source, reordered)
     assert report.head.startswith("kept, rows reordered")
     rows = [names.index(name) for name in reordered]
     assert torch.equal(model.head.weight, trained["model"]["head.weight"][rows])
@@ -125,11 +126,11 @@ def test_the_same_classes_reordered_permute_the_head(synthetic, backbone, source
 @pytest.mark.parametrize("classes", [10, 4])  # the same count renamed, and another count
 def test_other_classes_reinitialise_the_head_and_say_so(synthetic, backbone, source, tmp_path,
                                                         classes):
-    trained = ckpt.load_checkpoint(source)
+    trained = ckpt.read_training_checkpoint(source)
     names = [f"other_{i}" for i in range(classes)]
     model = _model(synthetic, backbone, tmp_path, classes)
     head = model.head.weight.detach().clone()
-    report = ckpt.transfer_weights(model, source, names)
+    report = transfer_weights(model, source, names)
     assert report.head.startswith(f"re-initialised: the classes differ by name (10 in the "
                                   f"source, {classes} here; only in the source: ")
     assert "other_0" in report.head and "init_from head: re-initialised" in report.lines()[1]
@@ -141,9 +142,9 @@ def test_other_classes_reinitialise_the_head_and_say_so(synthetic, backbone, sou
 
 def test_another_frame_count_interpolates_the_temporal_embedding(synthetic, backbone, source,
                                                                   tmp_path):
-    trained = ckpt.load_checkpoint(source)["model"]["temporal_embedding"]  # (1, 4, 64)
+    trained = ckpt.read_training_checkpoint(source)["model"]["temporal_embedding"]  # (1, 4, 64)
     model = _model(synthetic, backbone, tmp_path, data__num_frames=12)
-    report = ckpt.transfer_weights(model, source, ckpt.load_checkpoint(source)["class_names"])
+    report = transfer_weights(model, source, ckpt.read_training_checkpoint(source)["class_names"])
     assert "temporal_embedding 4 -> 12 frames (linear)" in report.lines()[0]
     te = model.temporal_embedding.detach()
     assert te.shape == (1, 12, 64)
@@ -161,8 +162,8 @@ def test_a_different_backbone_is_refused_naming_both_fingerprints(synthetic, sou
     other = write_backbone(tmp_path / "other_clip.pt", seed=7)
     model = _model(synthetic, other, tmp_path)
     with pytest.raises(CheckpointError, match="backbone mismatch") as err:
-        ckpt.transfer_weights(model, source, ckpt.load_checkpoint(source)["class_names"])
-    assert ckpt.load_checkpoint(source)["backbone_fingerprint"] in str(err.value)
+        transfer_weights(model, source, ckpt.read_training_checkpoint(source)["class_names"])
+    assert ckpt.read_training_checkpoint(source)["backbone_fingerprint"] in str(err.value)
     assert backbone_fingerprint(model) in str(err.value)
 
 
@@ -170,28 +171,28 @@ def test_a_different_backbone_is_refused_naming_both_fingerprints(synthetic, sou
                                  "bogus.weight"])
 def test_a_key_the_model_has_no_place_for_is_refused_by_name(synthetic, backbone, source,
                                                              tmp_path, key):
-    state = ckpt.load_checkpoint(source)
+    state = ckpt.read_training_checkpoint(source)
     state["model"][key] = torch.zeros(3)
     path = ckpt.save_checkpoint(state, tmp_path / "odd.pt")
     model = _model(synthetic, backbone, tmp_path)
     with pytest.raises(CheckpointError, match=f"not in this model \\(1\\): {key}$"):
-        ckpt.transfer_weights(model, path, state["class_names"])
+        transfer_weights(model, path, state["class_names"])
 
 
 def test_a_source_without_some_blocks_adapters_is_refused(synthetic, backbone, source, tmp_path):
-    state = ckpt.load_checkpoint(source)
+    state = ckpt.read_training_checkpoint(source)
     gone = [k for k in state["model"] if k.startswith("transformer.resblocks.1.MLP_Adapter.")]
     for key in gone:
         del state["model"][key]
     path = ckpt.save_checkpoint(state, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="missing from the source \\(4\\)") as err:
-        ckpt.transfer_weights(_model(synthetic, backbone, tmp_path), path, state["class_names"])
+        transfer_weights(_model(synthetic, backbone, tmp_path), path, state["class_names"])
     assert all(key in str(err.value) for key in gone)
 
 
 def _released(source, tmp_path, **meta):
     """The source's whole model in the released MMAction2 layout, renamed by hand."""
-    state = ckpt.load_checkpoint(source)
+    state = ckpt.read_training_checkpoint(source)
     model = ckpt.model_from_checkpoint(state, source, ckpt.checkpoint_config(state, source))
     weights = {("cls_head.fc_cls." + k[len("head."):] if k.startswith("head.")
                 else "backbone." + k): v for k, v in model.state_dict().items()}
@@ -205,8 +206,8 @@ def test_a_released_aim_checkpoint_loads(synthetic, backbone, source, tmp_path):
     path, released = _released(source, tmp_path, seed=np.int64(0))
     model = _model(synthetic, backbone, tmp_path, data__num_frames=8)
     with pytest.raises(CheckpointError, match="trust"):
-        ckpt.transfer_weights(model, path, [f"c{i}" for i in range(10)])
-    report = ckpt.transfer_weights(model, path, [f"c{i}" for i in range(10)], trust=True)
+        transfer_weights(model, path, [f"c{i}" for i in range(10)])
+    report = transfer_weights(model, path, [f"c{i}" for i in range(10)], trust=True)
     assert report.kind == "aim checkpoint"
     assert "the fingerprint of the file's" in report.lines()[0]
     assert report.head.startswith("re-initialised for 10 classes") and "no class names" in \
@@ -229,6 +230,6 @@ def test_a_released_checkpoint_of_another_backbone_is_refused(synthetic, backbon
     torch.save(state, path)
     model = _model(synthetic, backbone, tmp_path)
     with pytest.raises(CheckpointError, match="backbone mismatch") as err:
-        ckpt.transfer_weights(model, path, [f"c{i}" for i in range(10)])
+        transfer_weights(model, path, [f"c{i}" for i in range(10)])
     assert backbone_fingerprint(model) in str(err.value)
     assert "the fingerprint of the file's" in str(err.value)

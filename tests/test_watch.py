@@ -32,7 +32,7 @@ from aim_video.cli import main
 from aim_video.data.stream import stream_windows
 from aim_video.live import LiveSource, watch
 from aim_video.live_server import LiveServer
-from aim_video.outputs import segments
+from aim_video.timeline import segments
 from aim_video.predictor import Predictor
 
 FPS, FRAMES, STRIDE = 8, 32, 0.5  # 4 s streams; windows of 4 frames 2 apart (1 s), every 0.5 s

@@ -3,7 +3,7 @@
 Live equals offline by construction: frames reach `stream_windows` (the code `timeline` windows
 a file with) through a `LiveSource`; each window goes through the checkpoint's test transform
 and `Predictor.task_probabilities`, as a timeline window does; segments follow the rule of
-`outputs.segments`, one window at a time (`SegmentTracker`). What is live is around that:
+`timeline.segments`, one window at a time (`SegmentTracker`). What is live is around that:
 
 * the source: a URL FFmpeg reads (rtsp, http(s) incl. HLS, MPEG-TS, udp, tcp, ...), `-` for a
   stream on standard input, or a file (as fast as it decodes, or at its own pace: `realtime`);
@@ -273,7 +273,7 @@ class _Handoff:
 
 
 class SegmentTracker:
-    """`outputs.segments`, one window at a time: runs of consecutive windows whose top class is
+    """`timeline.segments`, one window at a time: runs of consecutive windows whose top class is
     the same and at `threshold` or above; a run closes at the first window that breaks it."""
 
     def __init__(self, class_names: list[str], threshold: float) -> None:

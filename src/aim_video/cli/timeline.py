@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _write(timeline: Timeline, folder: Path, args: argparse.Namespace) -> None:
     """One task's files in `folder`, and its summary on stdout."""
-    from aim_video.outputs import write_timeline
+    from aim_video.timeline import write_timeline
 
     paths = write_timeline(timeline, folder, top_k=args.top_k, threshold=args.threshold,
                            plot=not args.no_plot)

@@ -21,21 +21,15 @@ picks up where it stopped:
 4. ``report.json``, ``results.png`` (top-1 and trainable parameters), ``curves.png`` (training
    loss and validation top-1 of every variant), ``examples.png`` (clips with predictions;
    `figures`) and ``report.html``, the ablation page: the variants side by side, each linking
-   the evaluation report of its run (`aim_video.report`).
+   the evaluation report of its run (`results`, `page`, `aim_video.report`).
 
 This package is the demo, not the library: only the `demo` and `report` commands import it.
 """
 
-from aim_video.demo.ablation import (
-    DemoReport,
-    VariantResult,
-    run_demo,
-    run_variant,
-    variant_config,
-    write_ablation_page,
-    write_report,
-)
+from aim_video.demo.ablation import run_demo, run_variant, variant_config
+from aim_video.demo.page import write_ablation_page, write_report
 from aim_video.demo.plan import FULL, PRESET, QUICK, VARIANTS, Plan, Variant
+from aim_video.demo.results import DemoReport, VariantResult
 from aim_video.demo.standin import Standin, pretrain_standin
 
 __all__ = ["FULL", "PRESET", "QUICK", "VARIANTS", "DemoReport", "Plan", "Standin", "Variant",

@@ -1,6 +1,5 @@
-"""The ablation's runs: one training run per variant through the ordinary engine, then the
-demo's report (report.json, the figures and report.html). `run_demo` is the whole demo (see
-`aim_video.demo`)."""
+"""The ablation's runs: one training run per variant through the ordinary engine, each
+evaluated; `run_demo` is the whole demo (see `aim_video.demo`), its report written by `page`."""
 
 from __future__ import annotations
 
@@ -8,22 +7,20 @@ import dataclasses
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from aim_video.data.synthetic import SyntheticInfo, make_synthetic
-from aim_video.demo.figures import FIGURES, write_figures
 from aim_video.demo.plan import FULL, PRESET, QUICK, VARIANTS, Plan
-from aim_video.demo.standin import Standin, pretrain_standin
+from aim_video.demo.page import write_report
+from aim_video.demo.results import DemoReport, VariantResult
+from aim_video.demo.standin import pretrain_standin
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import RunConfig, load_config
 from aim_video.engine.train import TrainResult, train
 from aim_video.files import read_json, write_json_atomic
 from aim_video.model import AIMViT, scaled_adapter_std
-from aim_video.report import REPORT, ReportError, build_eval_report, relative_url, write_page
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +52,6 @@ def variant_config(name: str, plan: Plan, data: SyntheticInfo, standin: Path, ou
     return load_config(PRESET, overrides)
 
 
-@dataclass
-class VariantResult:
-    name: str
-    top1: float  # multi-view top-1 on the validation split, %
-    top5: float
-    trainable_params: int
-    total_params: int
-    train_seconds: float  # summed over epochs (also across an interruption)
-    history: list[dict[str, Any]]
-    out_dir: Path
-    trained: bool  # this call trained (False: the run was complete already, only re-tested)
-
-    def row(self) -> dict[str, Any]:
-        return {"label": VARIANTS[self.name].label, "top1": round(self.top1, 2),
-                "top5": round(self.top5, 2), "trainable_params": self.trainable_params,
-                "total_params": self.total_params,
-                "train_seconds": round(self.train_seconds, 1),
-                "order_blind": VARIANTS[self.name].order_blind, "run": str(self.out_dir)}
-
-
 def run_variant(cfg: RunConfig, name: str, num_classes: int, progress: bool) -> VariantResult:
     """Trains one variant (resuming its run folder when it holds one) and evaluates it."""
     out_dir = Path(cfg.train.out_dir)
@@ -89,40 +66,6 @@ def run_variant(cfg: RunConfig, name: str, num_classes: int, progress: bool) -> 
         trainable_params=counts["trainable"], total_params=counts["total"],
         train_seconds=sum(h["seconds"] for h in result.history), history=result.history,
         out_dir=out_dir, trained=before is None or last.stat().st_mtime_ns != before)
-
-
-# ------------------------------------------------------------------------------ the report
-@dataclass
-class DemoReport:
-    plan: Plan
-    data: SyntheticInfo
-    standin: Standin
-    variants: dict[str, VariantResult]
-    # Wall time of the call that made the results: a rerun that trained nothing keeps the
-    # figure of the report it found (it only re-tested the finished runs).
-    seconds: float
-    out_dir: Path
-    cached: bool = False  # every step was cached: `seconds` is the earlier run's
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "plan": self.plan.to_dict(),
-            "classes": list(self.data.class_names),
-            "standin": {"path": str(self.standin.path), "metrics": self.standin.metrics},
-            "variants": {name: v.row() for name, v in self.variants.items()},
-            "seconds": round(self.seconds, 1),
-        }
-
-    def table(self) -> str:
-        """The results as a fixed-width text table."""
-        head = f"{'variant':<18} {'top-1':>6} {'top-5':>6} {'trainable':>10} {'share':>6} {'train s':>8}"
-        full = self.variants.get("full_finetune")
-        lines = [head, "-" * len(head)]
-        for name, v in self.variants.items():
-            share = f"{100 * v.trainable_params / full.trainable_params:5.1f}%" if full else ""
-            lines.append(f"{name:<18} {v.top1:6.1f} {v.top5:6.1f} {v.trainable_params:>10,} "
-                         f"{share:>6} {v.train_seconds:8.0f}")
-        return "\n".join(lines)
 
 
 def run_demo(out_dir: str | Path = "aim-video-demo", quick: bool = False, progress: bool = True,
@@ -184,41 +127,4 @@ def _claim(runs: Path, plan: Plan) -> Path:
     return runs
 
 
-def write_report(report: DemoReport) -> None:
-    """report.json, results.png, curves.png, examples.png and report.html in the demo folder."""
-    out = report.out_dir
-    write_json_atomic(out / "report.json", report.to_dict())
-    write_figures(report)
-    write_ablation_page(out)
-
-
-def write_ablation_page(out_dir: str | Path) -> Path:
-    """The demo folder's ``report.html`` from its ``report.json``: the variants side by side,
-    each linking its run's evaluation report (built here for runs evaluated without one)."""
-    out = Path(out_dir)
-    report = read_json(out / "report.json")
-    if not isinstance(report, dict) or "variants" not in report:
-        raise ReportError(f"{out / 'report.json'} is missing or not a demo report")
-    full = report["variants"].get("full_finetune")
-    rows = []
-    for name, row in report["variants"].items():
-        evaluation = out / "runs" / report["plan"]["name"] / name / "eval_val"
-        link = None
-        if (evaluation / "metrics.json").is_file():
-            if not (evaluation / REPORT).is_file():
-                build_eval_report(evaluation)
-            link = relative_url(evaluation / REPORT, out)
-        share = 100 * row["trainable_params"] / full["trainable_params"] if full else None
-        rows.append(row | {"name": name, "report": link, "share": share})
-    plan = report["plan"]
-    subtitle = (f"{plan['name']} plan: {len(report['classes'])} classes in time-reversal pairs "
-                f"(an order-blind model is capped at 50%), {plan['test_clips']}-clip testing, "
-                f"{report['seconds']:.0f} s on the CPU")
-    return write_page(out / REPORT, "ablation",
-                      "AIM ablation on the synthetic time-reversal benchmark",
-                      {"subtitle": subtitle, "variants": rows,
-                       "figures": [f for f in FIGURES if (out / f).is_file()]})
-
-
-__all__ = ["DemoReport", "VariantResult", "run_demo", "run_variant", "variant_config",
-           "write_ablation_page", "write_report"]
+__all__ = ["run_demo", "run_variant", "variant_config"]

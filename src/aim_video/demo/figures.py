@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aim_video.data.annotations import load_annotations
 from aim_video.data.decode import open_video
 from aim_video.demo.plan import VARIANTS
-from aim_video.engine.plots import pyplot, save_figure
-
-if TYPE_CHECKING:
-    from aim_video.demo.ablation import DemoReport
+from aim_video.demo.results import DemoReport
+from aim_video.engine.plots import figure, save_figure
 
 FIGURES = ("results.png", "curves.png", "examples.png")
 
@@ -31,11 +28,11 @@ def write_figures(report: DemoReport) -> None:
 
 def plot_results(report: DemoReport, path: Path) -> Path:
     """Bar chart: multi-view top-1 per variant, with its trainable parameters; chance lines."""
-    plt = pyplot()
     names = list(report.variants)
     top1 = [report.variants[n].top1 for n in names]
     colours = ["#9e9e9e" if VARIANTS[n].order_blind else "#1f77b4" for n in names]
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig = figure(figsize=(8, 4.2))
+    ax = fig.subplots()
     bars = ax.bar(range(len(names)), top1, color=colours)
     for bar, name in zip(bars, names):
         v = report.variants[name]
@@ -66,8 +63,8 @@ def _step_losses(run: Path) -> tuple[list[int], list[float]]:
 
 def plot_training(report: DemoReport, path: Path) -> Path:
     """Training loss per step and validation top-1 per epoch, every variant on one figure."""
-    plt = pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = figure(figsize=(11, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for name, v in report.variants.items():
         style = "--" if VARIANTS[name].order_blind else "-"
         steps, losses = _step_losses(v.out_dir)
@@ -100,15 +97,14 @@ def plot_examples(report: DemoReport, path: Path, frames: int = 8,
                   shown: tuple[str, ...] = ("spatial", "aim")) -> Path:
     """One validation clip per class: its frames, and the predictions of the `shown` variants
     (those that ran) for it."""
-    plt = pyplot()
     names = list(report.data.class_names)
     firsts: dict[int, str] = {}  # label -> the path of its first validation video
     for record in load_annotations(report.data.val_list, root=report.data.root).records:
         firsts.setdefault(record.label, record.path)
     predictions = {n: _predictions(report.variants[n].out_dir)
                    for n in shown if n in report.variants}
-    fig, axes = plt.subplots(len(firsts), frames, figsize=(frames * 1.0, len(firsts) * 1.25),
-                             squeeze=False)
+    fig = figure(figsize=(frames * 1.0, len(firsts) * 1.25))
+    axes = fig.subplots(len(firsts), frames, squeeze=False)
     for row, (label, video) in enumerate(sorted(firsts.items())):
         with open_video(video) as reader:
             index = np.linspace(0, reader.num_frames - 1, frames).round().astype(int)

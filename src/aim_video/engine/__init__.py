@@ -6,7 +6,7 @@
     top = predict(["clip.mp4"], checkpoint=result.best_checkpoint)
 """
 
-from aim_video.engine.checkpoint import RandomBackboneError, load_checkpoint
+from aim_video.engine.checkpoint import RandomBackboneError, read_training_checkpoint
 from aim_video.engine.config import (
     ConfigError,
     EvalConfig,
@@ -36,6 +36,6 @@ def __getattr__(name: str):
 __all__ = [
     "ConfigError", "EvalConfig", "EvalResult", "ModelConfig", "OptimConfig", "Prediction",
     "RandomBackboneError", "RunConfig", "TrainConfig", "TrainResult", "config_from_dict",
-    "config_to_dict", "evaluate_checkpoint", "evaluate_model", "load_checkpoint", "load_config",
-    "predict", "preset_names", "save_config", "train",
+    "config_to_dict", "evaluate_checkpoint", "evaluate_model", "load_config", "predict",
+    "preset_names", "read_training_checkpoint", "save_config", "train",
 ]

@@ -67,6 +67,7 @@ from aim_video.engine.distributed import (
 from aim_video.engine.evaluate import EvalResult, evaluate_model
 from aim_video.engine.optim import build_optimizer, build_scheduler, head_lr
 from aim_video.engine.plots import plot_curves
+from aim_video.engine.transfer import Transfer, transfer_weights
 from aim_video.files import (
     ensure_writable_dir,
     output_header,
@@ -334,10 +335,10 @@ class Trainer:
             f"{videos} ({total} steps): resume with {saved_world} process(es), or keep "
             f"optim.batch_size x optim.accum_steps x processes = {saved_videos}{hint}")
 
-    def init_from(self, path: str | Path) -> ckpt.Transfer:
+    def init_from(self, path: str | Path) -> Transfer:
         """Starts the trained parts from another run's checkpoint or a released AIM model
-        (`checkpoint.transfer_weights`); a fresh run's first step, before any training."""
-        report = ckpt.transfer_weights(
+        (`transfer.transfer_weights`); a fresh run's first step, before any training."""
+        report = transfer_weights(
             self.model, path, self.class_names, trust=self.cfg.model.trust_checkpoint,
             fingerprint=self.fingerprint,
         )
@@ -695,7 +696,7 @@ def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = Tru
         cfg: the resolved run config.
         resume: None (fresh start), `"auto"` (`out_dir/last.pt` when present) or a checkpoint.
             A fresh start with `train.init_from` begins from that checkpoint's trained weights
-            (`checkpoint.transfer_weights`); a resumed run ignores it.
+            (`transfer.transfer_weights`); a resumed run ignores it.
         progress: show a tqdm progress bar (rank 0 only).
 
     The run's paths are stored absolute (`with_absolute_paths`), so that its config and

@@ -1,10 +1,10 @@
-"""Weights in and out: every foreign checkpoint format mapped to our names, strictly.
+"""Checkpoint formats: every foreign layout mapped to our names, files read safely and written.
 
 Our names are OpenAI CLIP's (`conv1.weight`, `transformer.resblocks.{i}.attn.in_proj_weight`,
 ...) plus AIM's (`temporal_embedding`, `...S_Adapter.D_fc1.weight`, ...) and `head`. Each foreign
 format is one `Layout`: a readable table of name swaps, with the foreign names it ignores by
-design. Loading then goes through one strict check (`_load_converted`): every backbone weight
-of the model must be in the file with the right shape, and every key of the file must be used
+design. Loading then goes through one strict check (`aim_video.weights.load`): every backbone
+weight of the model must be in the file with the right shape, and every key of the file must be used
 or ignored by design; anything else is a `CheckpointError` that lists the keys.
 
 Formats (`FORMATS`):
@@ -29,8 +29,6 @@ what it needs, unless `trust=True`: only for files from a trusted source.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import pickle
 import pickletools
 import re
@@ -38,17 +36,15 @@ import struct
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.serialization import MAGIC_NUMBER
 
 from aim_video.errors import UserError
-from aim_video.model.config import AIMConfig, ViTConfig
 from aim_video.model.vit import ADAPTER_NAMES, AIMViT, parameter_group
 from aim_video.script_archive import UnsafeArchive, pickle_imports, read_script_archive
 
@@ -62,43 +58,6 @@ MAX_LISTED = 20  # keys listed per kind in an error message
 
 class CheckpointError(UserError):
     """A checkpoint file cannot be read, or does not fit the model; the message names the file."""
-
-
-# ============================================================================ reports
-@dataclass
-class LoadReport:
-    """What `load_pretrained` did.
-
-    Attributes:
-        path: the file read.
-        format: its format (one of `FORMATS`).
-        auto: whether the format was detected from the keys rather than given.
-        loaded: our names of the tensors copied into the model.
-        kept_init: model keys not loaded, all new by design (adapters, temporal embedding,
-            head; `ln_post` when the file has none), left as initialised. "New by design" is
-            `parameter_group(name) != "backbone"` (see `aim_video.model.vit`).
-        ignored: file keys not used, by design (text tower, `proj`, ...; the video parts of an
-            AIM file when only the backbone is loaded).
-        resized: notes on embeddings interpolated to the model's grid or frame count.
-    """
-
-    path: str
-    format: str
-    auto: bool
-    loaded: list[str] = field(default_factory=list)
-    kept_init: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
-    resized: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        how = "detected" if self.auto else "given"
-        parts = [
-            f"{self.format} ({how}) from {self.path}: {len(self.loaded)} tensors loaded",
-            f"{len(self.kept_init)} new by design kept at init",
-            f"{len(self.ignored)} file keys ignored by design",
-        ]
-        parts += [f"resized {note}" for note in self.resized]
-        return "; ".join(parts)
 
 
 # ============================================================================ name tables
@@ -444,7 +403,7 @@ def _state_dict_of(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], bo
     odd = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if odd:
         raise CheckpointError(
-            f"{path}: no state dict found; these entries are not tensors: {_listed(odd)}"
+            f"{path}: no state dict found; these entries are not tensors: {listed(odd)}"
         )
     state = {str(k): v for k, v in obj.items()}
     if state and all(k.startswith("module.") for k in state):  # saved from DDP
@@ -541,284 +500,29 @@ def detect_format(raw: RawCheckpoint) -> str:
         return "ours" if video else "openai"
     raise CheckpointError(
         f"{raw.path}: cannot tell the checkpoint format from its keys (first: "
-        f"{_listed(keys, 5)}); pass format= one of {', '.join(FORMATS)}"
+        f"{listed(keys, 5)}); pass format= one of {', '.join(FORMATS)}"
     )
 
 
-# ============================================================================ resizing
-def resize_positional_embedding(
-    pos: torch.Tensor, new_grid: int | tuple[int, int]
-) -> torch.Tensor:
-    """Bicubic resize of a square patch grid's positional embedding; the CLS row is kept.
-
-    Args:
-        pos: (N+1, D), CLS first, then the patches row-major.
-        new_grid: patches per side (or (rows, cols)) of the target.
-
-    Returns:
-        (rows·cols + 1, D) in `pos`'s dtype.
-    """
-    rows, cols = (new_grid, new_grid) if isinstance(new_grid, int) else new_grid
-    cls, patches = pos[:1], pos[1:]
-    old = math.isqrt(patches.shape[0])
-    if old * old != patches.shape[0]:
-        raise ValueError(f"a positional embedding of {patches.shape[0]} patches is not square")
-    if (old, old) == (rows, cols):
-        return pos
-    width = pos.shape[1]
-    # (N, D) -> (1, D, old, old): interpolate in float32 for fp16 checkpoints
-    grid = patches.float().reshape(old, old, width).permute(2, 0, 1).unsqueeze(0)
-    # antialias: when shrinking, average instead of sampling (as timm does)
-    grid = F.interpolate(
-        grid, size=(rows, cols), mode="bicubic", align_corners=False, antialias=True
-    )
-    # (1, D, rows, cols) -> (rows·cols, D)
-    patches = grid.squeeze(0).permute(1, 2, 0).reshape(rows * cols, width)
-    return torch.cat([cls, patches.to(pos.dtype)])
-
-
-def resize_temporal_embedding(te: torch.Tensor, new_frames: int) -> torch.Tensor:
-    """Linear interpolation of a (1, T, D) temporal embedding to (1, new_frames, D).
-
-    Frames are treated as equal cells of the clip (align_corners=False), so 8 -> 16 frames
-    spreads the same time span over twice the frames; a constant embedding stays constant.
-    """
-    if te.shape[1] == new_frames:
-        return te
-    # (1, T, D) -> (1, D, T) for interpolate, and back
-    out = F.interpolate(
-        te.float().transpose(1, 2), size=new_frames, mode="linear", align_corners=False
-    )
-    return out.transpose(1, 2).to(te.dtype)
-
-
-def _grid_of(pos: torch.Tensor) -> int | None:
-    side = math.isqrt(pos.shape[0] - 1)
-    return side if side * side == pos.shape[0] - 1 else None
-
-
-def _resize_to_model(
-    tensors: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
-) -> list[str]:
-    """Interpolates positional / temporal embeddings whose length differs from the model's."""
-    notes = []
-    pos, want = tensors.get("positional_embedding"), expected["positional_embedding"]
-    if pos is not None and pos.ndim == 2 and pos.shape[1] == want.shape[1]:
-        old, new = _grid_of(pos), _grid_of(want)
-        if old is not None and new is not None and old != new:
-            tensors["positional_embedding"] = resize_positional_embedding(pos, new)
-            notes.append(f"positional_embedding: grid {old}x{old} -> {new}x{new} (bicubic)")
-    te, want = tensors.get("temporal_embedding"), expected.get("temporal_embedding")
-    if te is not None and want is not None and te.ndim == 3 and te.shape[2] == want.shape[2]:
-        if te.shape[1] != want.shape[1]:
-            tensors["temporal_embedding"] = resize_temporal_embedding(te, want.shape[1])
-            notes.append(f"temporal_embedding: {te.shape[1]} -> {want.shape[1]} frames (linear)")
-    return notes
-
-
-# ============================================================================ strict loading
-def _listed(keys: list[str], limit: int = MAX_LISTED) -> str:
+def listed(keys: list[str], limit: int = MAX_LISTED) -> str:
+    """The first `limit` keys for a message, and how many more."""
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def _named(ours: str, source: str) -> str:
-    return ours if ours == source else f"{ours} (file: {source})"
-
-
-def _is_image_part(name: str) -> bool:
+def is_image_part(name: str) -> bool:
     """Weights an image model has: the frozen backbone and `ln_post`."""
     return parameter_group(name) == "backbone" or name.startswith("ln_post.")
 
 
-def _misfit(
-    model: AIMViT, tensors: Mapping[str, torch.Tensor], converted: Converted, full: bool
-) -> dict[str, list[str]]:
-    """Missing, unexpected and wrong-shaped keys of `tensors` against the model."""
-    expected = model.state_dict()
-    # ln_post may be absent (an image model without one); the video parts too, unless `full`.
-    required = [k for k in expected if full or parameter_group(k) == "backbone"]
-    # Keys the model lacks are named as the file names them.
-    unexpected = [converted.sources[k] for k in tensors if k not in expected]
-    return {
-        "missing": [k for k in required if k not in tensors],
-        "unexpected": converted.unknown + unexpected,
-        "wrong shape": [
-            f"{_named(k, converted.sources[k])} {tuple(v.shape)} != model "
-            f"{tuple(expected[k].shape)}"
-            for k, v in tensors.items()
-            if k in expected and v.shape != expected[k].shape
-        ],
-    }
-
-
-def _load_converted(
-    model: AIMViT, converted: Converted, path: Path, fmt: str, auto: bool, full: bool
-) -> LoadReport:
-    """The one strict check, then the copy. See `load_pretrained` for the rules."""
-    tensors = dict(converted.tensors)
-    report = LoadReport(str(path), fmt, auto, ignored=list(converted.ignored))
-    if not full:
-        video = [k for k in tensors if not _is_image_part(k)]
-        report.ignored += video  # the adapters / head of a video model: see load_aim_checkpoint
-        for k in video:
-            del tensors[k]
-    report.resized = _resize_to_model(tensors, model.state_dict())
-
-    misfit = {k: keys for k, keys in _misfit(model, tensors, converted, full).items() if keys}
-    if misfit:
-        vit = model.cfg.vit
-        lines = [
-            f"{path}: the {fmt} checkpoint does not fit the model (width {vit.width}, "
-            f"{vit.layers} layers, {vit.image_size} px / patch {vit.patch_size}):"
-        ]
-        lines += [f"  {label} ({len(keys)}): {_listed(keys)}" for label, keys in misfit.items()]
-        raise CheckpointError("\n".join(lines))
-
-    # Checked above: what the file lacks is new by design and keeps the model's own values.
-    model.load_state_dict({**model.state_dict(), **tensors}, strict=True)
-    model.backbone_source = f"{fmt}:{path}"
-    report.loaded = list(tensors)
-    report.kept_init = [k for k in model.state_dict() if k not in tensors]
-    return report
-
-
-def load_pretrained(
-    model: AIMViT,
-    path: str | Path,
-    *,
-    format: str = "auto",
-    trust: bool = False,
-    full: bool = False,
-) -> LoadReport:
-    """Loads image-backbone weights (any of `FORMATS`) into `model`, strictly.
-
-    Every backbone weight of the model must be in the file with the model's shape (a different
-    patch grid is interpolated first, and reported); every file key must be used or be one of
-    the format's keys ignored by design (text tower, `proj`, ...). `ln_post` is loaded when the
-    file has it. The parts AIM adds (adapters, temporal embedding, head) keep their
-    initialisation; from an `aim`/`ours` file they are ignored unless `full`.
-
-    Args:
-        model: the model to fill in place.
-        path: the checkpoint file (or a Hugging Face model folder).
-        format: one of `FORMATS`, or "auto" to detect it from the keys.
-        trust: unpickle files that the safe loader refuses (trusted sources only).
-        full: load the whole video model from an `aim`/`ours` file: then every model key must be
-            in it (a different frame count is interpolated).
-
-    Returns:
-        What was loaded, kept, ignored and resized. Also sets `model.backbone_source`.
-
-    Raises:
-        CheckpointError: unreadable file, or keys that do not fit (the message lists them).
-    """
-    raw = read_checkpoint(path, trust=trust)
-    auto = format == "auto"
-    fmt = detect_format(raw) if auto else format
-    converted = to_ours(raw.state, layout_for(fmt, list(raw.state)))
-    try:
-        return _load_converted(model, converted, raw.path, fmt, auto, full)
-    except CheckpointError as err:
-        if not auto:
-            err.args = (err.args[0] + _detection_hint(raw, fmt),)
-        raise
-
-
-def _detection_hint(raw: RawCheckpoint, given: str) -> str:
-    try:
-        detected = detect_format(raw)
-    except CheckpointError:
-        return ""
-    if detected == given:
-        return ""
-    return f"\n  (format {given!r} was given; the keys look like {detected!r})"
-
-
-# ============================================================================ AIM checkpoints
-def _blocks_spec(adapted: list[bool], vit: ViTConfig) -> str:
-    """The `adapter_blocks` value whose pattern is `adapted` (the first that fits, in a few
-    layers several do: 2 blocks, "top:1" == "every_other")."""
-    n = len(adapted)
-    ends = [f"{where}:{k}" for k in range(n + 1) for where in ("top", "bottom")]
-    specs = ["all", *ends, "every_other"]
-    for spec in specs:
-        if AIMConfig(vit=vit, adapter_blocks=spec).adapted_blocks() == adapted:
-            return spec
-    raise ValueError(f"adapters sit in blocks {[i for i, a in enumerate(adapted) if a]}")
-
-
-def _infer_vit(tensors: Mapping[str, torch.Tensor], heads: int | None) -> ViTConfig:
-    """The image backbone's architecture from its tensors' shapes."""
-    needed = ["class_embedding", "conv1.weight", "positional_embedding", "head.weight",
-              BLOCK.format(i=0) + "mlp.c_fc.weight"]
-    absent = [k for k in needed if k not in tensors]
-    if absent:
-        raise ValueError(f"no {', '.join(absent)}, so the architecture cannot be told")
-    width = tensors["class_embedding"].shape[0]
-    patch = tensors["conv1.weight"].shape[-1]
-    grid = _grid_of(tensors["positional_embedding"])
-    if grid is None:
-        raise ValueError("positional_embedding is not a square patch grid plus CLS")
-    block = re.compile(r"transformer\.resblocks\.(\d+)\.")
-    layers = 1 + max(int(m.group(1)) for k in tensors if (m := block.match(k)))
-    return ViTConfig(
-        width=width,
-        layers=layers,
-        heads=heads or max(width // 64, 1),
-        patch_size=patch,
-        image_size=grid * patch,
-        mlp_ratio=tensors[BLOCK.format(i=0) + "mlp.c_fc.weight"].shape[0] / width,
-    )
-
-
-def infer_config(
-    tensors: Mapping[str, torch.Tensor],
-    *,
-    scale: float = 0.5,
-    num_frames: int | None = None,
-    heads: int | None = None,
-) -> AIMConfig:
-    """The `AIMConfig` of a whole AIM model, from its tensors' names and shapes (our names).
-
-    Args:
-        tensors: the model's state dict.
-        scale: `AIMConfig.scale`, s (not stored in checkpoints).
-        num_frames: frame count of the model to build; None keeps the file's.
-        heads: attention heads; None -> width // 64 as in CLIP (head count is not stored).
-
-    Raises:
-        ValueError: a tensor needed to tell the architecture is missing, or adapters are placed
-            in a pattern `adapter_blocks` cannot express.
-    """
-    vit = _infer_vit(tensors, heads)
-    # The adapter kinds each block holds, and the first adapter's fc1 (for the bottleneck).
-    kinds = [
-        [a for a in ADAPTER_NAMES if f"{BLOCK.format(i=i)}{a}.D_fc1.weight" in tensors]
-        for i in range(vit.layers)
-    ]
-    present = {a for block in kinds for a in block}
-    fc1 = [tensors[f"{BLOCK.format(i=i)}{a}.D_fc1.weight"] for i, b in enumerate(kinds) for a in b]
-    te = tensors.get("temporal_embedding")
-    return AIMConfig(
-        vit=vit,
-        num_frames=num_frames or (te.shape[1] if te is not None else AIMConfig.num_frames),
-        num_classes=tensors["head.weight"].shape[0],
-        spatial="S_Adapter" in present,
-        temporal="T_Adapter" in present,
-        joint="MLP_Adapter" in present,
-        temporal_in="T_Adapter_in" in present,
-        temporal_embedding=te is not None,
-        adapter_blocks=_blocks_spec([bool(k) for k in kinds], vit) if present else "all",
-        bottleneck_ratio=fc1[0].shape[0] / vit.width if fc1 else AIMConfig.bottleneck_ratio,
-        scale=scale,
-    )
-
-
-def read_video_checkpoint(
+# ============================================================================ whole-model files
+def convert_video_checkpoint(
     path: str | Path, *, trust: bool = False, image_hint: str
 ) -> tuple[RawCheckpoint, str, Converted]:
     """Reads a whole-AIM file (a released MMAction2 checkpoint, or ours) under our names.
+
+    Internal: the one reading behind `load_aim_checkpoint` (which builds the model) and
+    `engine.transfer` (which starts a run from one); users call those.
 
     Args:
         path: the file.
@@ -839,49 +543,7 @@ def read_video_checkpoint(
     return raw, fmt, to_ours(raw.state, layout_for(fmt, list(raw.state)))
 
 
-def load_aim_checkpoint(
-    path: str | Path,
-    *,
-    scale: float = 0.5,
-    num_frames: int | None = None,
-    trust: bool = False,
-    heads: int | None = None,
-) -> AIMViT:
-    """Builds the model a whole-AIM checkpoint (released MMAction2 file, or ours) describes.
-
-    The architecture is read off the tensors (see `infer_config`); everything, adapters and
-    head included, is then loaded strictly. The result has the AIM trainable set and is in
-    eval mode.
-
-    Args:
-        path: the checkpoint (released AIM files need `trust=True`: their `meta` is pickled).
-        scale: `AIMConfig.scale`, s, which the file does not store (0.5 Kinetics/Diving-48,
-            1.0 SSv2).
-        num_frames: build for this many frames, interpolating the temporal embedding.
-        trust: unpickle files that the safe loader refuses (trusted sources only).
-        heads: attention heads if not width // 64.
-
-    Raises:
-        CheckpointError: unreadable file, an image-only checkpoint, or keys that do not fit.
-    """
-    raw, fmt, converted = read_video_checkpoint(
-        path, trust=trust, image_hint="build a model and use load_pretrained for image weights")
-    try:
-        cfg = infer_config(converted.tensors, scale=scale, num_frames=num_frames, heads=heads)
-    except ValueError as err:
-        raise CheckpointError(f"{raw.path}: {err}") from err
-    # Built on the meta device and then given uninitialised memory: the full strict load below
-    # overwrites every state_dict entry (AIMViT has no other buffers), and a random init of
-    # ViT-B would cost seconds of CPU for nothing.
-    with torch.device("meta"):
-        model = AIMViT(cfg)
-    model = model.to_empty(device="cpu")
-    _load_converted(model, converted, raw.path, fmt, auto=True, full=True)
-    model.freeze()
-    return model.eval()
-
-
-# ============================================================================ writing, identity
+# ============================================================================ writing
 def export_state_dict(model: AIMViT, format: str) -> dict[str, torch.Tensor]:
     """The model's weights in a foreign layout (tensors are copies).
 
@@ -891,7 +553,7 @@ def export_state_dict(model: AIMViT, format: str) -> dict[str, torch.Tensor]:
     """
     state = model.state_dict()
     if format not in VIDEO_FORMATS:
-        state = {k: v for k, v in state.items() if _is_image_part(k)}
+        state = {k: v for k, v in state.items() if is_image_part(k)}
     return from_ours(state, layout_for(format))
 
 
@@ -910,27 +572,3 @@ def save_state_dict(model: AIMViT, path: str | Path, format: str = "openai") -> 
     else:
         torch.save({"state_dict": state} if format == "aim" else state, path)
     return path
-
-
-def backbone_fingerprint(model: nn.Module) -> str:
-    """A short stable hash of the frozen backbone: names, shapes and float32 bytes, sorted.
-
-    Covers the parameters AIM keeps frozen (`parameter_group == "backbone"`), so training the
-    adapters, temporal embedding, `ln_post` or head never changes it. Independent of device.
-
-    Returns:
-        The first 16 hex digits of a SHA-256.
-    """
-    return tensors_fingerprint(dict(model.named_parameters()))
-
-
-def tensors_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
-    """`backbone_fingerprint` of a state dict under our names (e.g. a whole-model file's)."""
-    digest = hashlib.sha256()
-    for name, param in sorted(tensors.items(), key=lambda item: item[0]):
-        if parameter_group(name) != "backbone":
-            continue
-        values = param.detach().to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}{tuple(values.shape)}".encode())
-        digest.update(values.numpy().data)
-    return digest.hexdigest()[:16]
