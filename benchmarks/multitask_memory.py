@@ -138,7 +138,7 @@ def child_time(paths: list[str], iterations: int) -> dict:
     swaps = 2000
     start = time.perf_counter()
     for i in range(swaps):
-        shared._use(shared.tasks[i % 2])
+        shared.views_model.use(shared.tasks[i % 2])
     swap_s = (time.perf_counter() - start) / swaps
     per_input = {name: min(t) for name, t in times.items()}
     return {"tasks": len(paths), "threads": torch.get_num_threads(),

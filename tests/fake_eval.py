@@ -1,16 +1,15 @@
-"""Synthetic evaluation folders, written by the engine's own report writer (for the report's
+"""Synthetic evaluation folders, written by the engine's own results writer (for the report's
 tests and benchmarks/report_scale.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
 
-from aim_video.engine.evaluate import VideoResult, compute_metrics, write_reports
+from aim_video.engine.evaluate import VideoResult, compute_metrics, write_results
 from aim_video.report import THUMBS
 
 
@@ -25,24 +24,22 @@ def fake_evaluation(folder: Path, classes: int, videos: int, *, accuracy: float 
     """
     rng = np.random.default_rng(seed)
     names = [f"class {c:03d}" for c in range(classes)]
-    results, records = [], []
+    results = []
     for i in range(videos):
         label = int(rng.integers(classes))
-        records.append(SimpleNamespace(path=str(folder.parent / "videos" / f"{label:03d}"
-                                                / f"clip {i:05d}.mp4")))
+        path = str(folder.parent / "videos" / f"{label:03d}" / f"clip {i:05d}.mp4")
         if i < unreadable:
-            results.append(VideoResult(i, label, False, [], [], reason="cannot decode"))
+            results.append(VideoResult(i, path, label, False, [], [], reason="cannot decode"))
             continue
         first = label if rng.random() < accuracy else (label + int(rng.integers(1, 3))) % classes
         others = [c for c in rng.permutation(classes)[:6].tolist() if c != first][:4]
         probs = np.sort(rng.dirichlet(np.ones(5)))[::-1]
-        results.append(VideoResult(i, label, True, [first, *others][:classes],
+        results.append(VideoResult(i, path, label, True, [first, *others][:classes],
                                    probs[:min(5, classes)].tolist()))
     result = compute_metrics(results, classes, "val", "3x1")
-    result.bad_files = {records[r.index].path: r.reason for r in results if not r.ok}
     for row in result.per_class:
         row["name"] = names[row["class"]]
-    write_reports(result, results, SimpleNamespace(records=records), names, folder, plots=False)
+    write_results(result, names, folder, plots=False)
     if thumbs:
         (folder / THUMBS).mkdir(exist_ok=True)
         strip = Image.new("RGB", (4 * 32, 32), (90, 120, 160))

@@ -122,6 +122,9 @@ def test_eval_any_split_with_timed_reports(checkpoint, tmp_path, capsys):
     written = json.loads((out / "metrics.json").read_text())
     assert written["seconds"] > 0 and written["top1"] == printed["top1"]
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 8
+    # The report's page and the strips of what the model saw (the CLI fills evaluation's
+    # per-batch observer; the engine draws nothing).
+    assert (out / "report.html").is_file() and len(list((out / "thumbs").iterdir())) == 8
     assert not temp_files(out)  # no write left half-done
 
     assert main(["eval", "--checkpoint", str(checkpoint), "--no-progress"]) == 0

@@ -22,7 +22,8 @@ def test_train_then_eval_then_predict(synthetic, backbone, tmp_path, capsys):
     assert trained["completed"] and trained["global_step"] == 8
     for name in ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "bad_files.json",
                  "curves.png", "eval_val/metrics.json", "eval_val/per_class.csv",
-                 "eval_val/confusion.png", "eval_val/predictions.jsonl"):
+                 "eval_val/confusion.png", "eval_val/predictions.jsonl", "eval_val/report.html",
+                 "eval_val/thumbs/0.jpg"):
         assert (out / name).is_file(), name
 
     assert main(["eval", "--checkpoint", str(out / "last.pt"), "--json", "--no-progress"]) == 0

@@ -24,7 +24,14 @@ from aim_video import export as export_module  # noqa: E402
 from aim_video.cli import main  # noqa: E402
 from aim_video.data.dataset import NORMALIZATIONS  # noqa: E402
 from aim_video.engine import checkpoint as ckpt  # noqa: E402
-from aim_video.export import EXPORT_BATCH, ExportError, OnnxClassifier  # noqa: E402
+from aim_video.export import (  # noqa: E402
+    EXPORT_BATCH,
+    FEATURE_TOLERANCE,
+    ExportError,
+    OnnxClassifier,
+    onnx_predictor,
+)
+from aim_video.predictor import Predictor  # noqa: E402
 from aim_video.files import temp_files  # noqa: E402
 
 # fp32 on both sides, the same operations in another order: differences are rounding (~1e-7
@@ -55,6 +62,8 @@ def test_the_command_prints_the_verified_logit_difference(exported):
     match = re.search(r"max \|Δlogit\| = (\S+) at batch (\d+)", exported["stdout"])
     assert match, exported["stdout"]
     assert float(match[1]) <= TOLERANCE
+    features = re.search(r"features: (\S+) of the largest", exported["stdout"])
+    assert features and float(features[1]) <= FEATURE_TOLERANCE
     assert int(match[2]) != EXPORT_BATCH  # verified at a batch size other than the traced one
     assert not temp_files(exported["out"].parent)
 
@@ -130,7 +139,7 @@ def test_a_failed_verification_fails_the_command_and_writes_nothing(exported, tm
     # The traced file is reused (tracing again would take seconds); the check is made to fail.
     monkeypatch.setattr(export_module, "export_onnx",
                         lambda model, path, metadata: path.write_bytes(exported["out"].read_bytes()))
-    monkeypatch.setattr(export_module, "max_logit_difference", lambda *args: 0.25)
+    monkeypatch.setattr(export_module, "max_differences", lambda *args: (0.25, 0.0))
     out = tmp_path / "model.onnx"
     status = main(["export", "--checkpoint", str(exported["checkpoint"]), "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
@@ -164,3 +173,35 @@ def test_predict_refuses_mixed_runtime_options(exported, capsys):
     for args, message in cases.items():
         assert main(["predict", str(exported["video"]), *args]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_the_file_gives_pytorchs_features_and_a_predictor_extracts_with_them(exported, tmp_path,
+                                                                            capsys):
+    import onnx
+
+    onnx_model = OnnxClassifier(exported["out"])
+    clips = torch.randn(3, 3, 4, 32, 32)
+    with torch.no_grad():
+        expected = exported["model"].forward_features(clips).numpy()
+    logits, features = onnx_model.run(clips)
+    assert features.shape == (3, exported["model"].cfg.vit.width)
+    # Relative to the largest feature, as the export's own check (FEATURE_TOLERANCE says why).
+    assert np.abs(features - expected).max() <= FEATURE_TOLERANCE * np.abs(expected).max()
+    np.testing.assert_array_equal(onnx_model.features(clips), features)
+    np.testing.assert_array_equal(onnx_model(clips), logits)
+    # Through the Predictor: the same views as the checkpoint's, each runtime's features.
+    from_file = onnx_predictor(exported["out"]).features([exported["video"]])
+    from_checkpoint = Predictor.from_checkpoint(exported["checkpoint"], device="cpu").features(
+        [exported["video"]])
+    [a], [b] = from_file, from_checkpoint
+    assert a.ok and b.ok and a.features.shape == b.features.shape
+    assert np.abs(a.features - b.features).max() <= FEATURE_TOLERANCE * np.abs(b.features).max()
+    # A file with the logits only (as exported before features were an output): one line.
+    logits_only = tmp_path / "logits_only.onnx"
+    model = onnx.load(str(exported["out"]))
+    del model.graph.output[1]
+    onnx.save(model, str(logits_only))
+    old = onnx_predictor(logits_only)
+    assert old.predict([exported["video"]])[0].ok
+    with pytest.raises(ExportError, match="logits only.*export the checkpoint again"):
+        old.features([exported["video"]])

@@ -80,7 +80,7 @@ def test_the_frozen_image_models_features_need_no_checkpoint(files, tmp_path):
                  "--no-progress"]) == 0
     features = np.load(out / "features.npy")
     assert features.shape == (1, 64) and np.isfinite(features).all()
-    predictor = Predictor.from_pretrained(backbone, Predictor.from_checkpoint(
+    predictor = Predictor.from_backbone(backbone, Predictor.from_checkpoint(
         files["checkpoint"], device="cpu").cfg, device="cpu")
     assert not any("adapter" in name for name, _ in predictor.model.named_parameters())
     assert main(["extract", str(files["v0"]), "--out", str(tmp_path / "none")]) == 2

@@ -84,7 +84,7 @@ def test_each_task_answers_as_it_does_alone(files, both):
         torch.testing.assert_close(shared[name], predictor.probabilities(views),
                                    rtol=0, atol=1e-5)
     # Again after the swaps, in the other order: nothing of one task stays in the model.
-    both._use(both.tasks[1])
+    both.views_model.use(both.tasks[1])
     torch.testing.assert_close(both.task_probabilities(views)["actions"],
                                alone["actions"].probabilities(views), rtol=0, atol=1e-5)
     # Through the whole pipeline: decoded clips, top-k per task.

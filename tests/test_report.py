@@ -16,8 +16,9 @@ from fake_eval import fake_evaluation
 from PIL import Image
 
 from aim_video.cli import main
+from aim_video.data.dataset import DataConfig
 from aim_video.data.transforms import CLIP_MEAN, CLIP_STD, normalize
-from aim_video.report import MATRIX_MAX, ReportError, ThumbnailWriter, build_eval_report
+from aim_video.report import MATRIX_MAX, THUMBS, ReportError, ThumbnailWriter, build_eval_report
 
 
 def page_data(path: Path) -> dict:
@@ -91,9 +92,10 @@ def test_thumbnails_are_the_first_view_unnormalised(tmp_path):
     video = torch.stack([view0, torch.zeros_like(view0)])  # (V, C, T, H, W); view 1 is not shown
     batch = {"video": torch.stack([video, video]), "index": torch.tensor([7, 9]),
              "ok": torch.tensor([True, False])}
-    ThumbnailWriter(tmp_path, CLIP_MEAN, CLIP_STD, height=16)(batch)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["7.jpg"]  # unreadable: no strip
-    strip = np.asarray(Image.open(tmp_path / "7.jpg").convert("RGB")).astype(int)
+    ThumbnailWriter(tmp_path, height=16)(batch, DataConfig(normalize="clip"))
+    thumbs = tmp_path / THUMBS
+    assert sorted(p.name for p in thumbs.iterdir()) == ["7.jpg"]  # unreadable: no strip
+    strip = np.asarray(Image.open(thumbs / "7.jpg").convert("RGB")).astype(int)
     assert strip.shape == (16, 4 * 16, 3)
     for frame, colour in enumerate(colours.tolist()):
         centre = strip[8, frame * 16 + 8]
@@ -114,7 +116,7 @@ def test_cli_rebuilds_the_report_and_names_a_folder_it_cannot_read(tmp_path, cap
         build_eval_report(tmp_path / "missing")
 
 
-def test_an_evaluation_writes_its_report_and_the_strips_of_what_the_model_saw(
+def test_an_evaluation_folder_makes_a_report_with_the_strips_of_what_the_model_saw(
         synthetic, backbone, tmp_path, one_thread):
     from test_engine_support import tiny_config
 
@@ -124,8 +126,11 @@ def test_an_evaluation_writes_its_report_and_the_strips_of_what_the_model_saw(
     cfg = tiny_config(synthetic, tmp_path / "run", backbone, train__max_steps=1,
                       train__plots=False, eval__splits=[])
     checkpoint = train(cfg, progress=False).last_checkpoint
-    result = evaluate_checkpoint(checkpoint, out_dir=tmp_path / "eval")
-    data = page_data(tmp_path / "eval" / "report.html")
+    # The engine writes the results; the report observes the batches and draws the page.
+    result = evaluate_checkpoint(checkpoint, out_dir=tmp_path / "eval",
+                                 on_batch=ThumbnailWriter(tmp_path / "eval"))
+    assert not (tmp_path / "eval" / "report.html").exists()
+    data = page_data(build_eval_report(tmp_path / "eval"))
     assert data["metrics"]["checkpoint"] == str(checkpoint)
     assert data["metrics"]["top1"] == result.top1 and "model:" in data["config"]
     strips = sorted((tmp_path / "eval" / "thumbs").iterdir())

@@ -1,15 +1,18 @@
 """Export a trained classifier to ONNX, and run the exported file with onnxruntime.
 
-The exported graph is the whole classifier: a normalised clip (B, 3, T, H, W) in, logits
-(B, num_classes) out, the batch dimension dynamic, frames and size fixed by the run's config.
+The exported graph is the whole classifier: a normalised clip (B, 3, T, H, W) in, two outputs,
+the logits (B, num_classes) and the pooled features before the head (B, D) (what
+`AIMViT.forward_features` gives: `extract` and feature timelines run on the file too), the
+batch dimension dynamic, frames and size fixed by the run's config.
 The file carries, as ONNX `metadata_props` (string keys and values), everything needed to
 predict with it and nothing else: class names, the test-time preprocessing (frames, size,
 mean/std, sampling, test views) and the backbone's fingerprint. `OnnxClassifier` reads them
 back, so a prediction pipeline needs only the file and onnxruntime.
 
 `export_checkpoint` checks its own work before the file appears: onnxruntime must give the
-PyTorch model's logits within `VERIFY_TOLERANCE` on a seeded random clip, at a batch size other
-than the one traced, so the dynamic batch axis is exercised too.
+PyTorch model's logits within `VERIFY_TOLERANCE` and its features within
+`FEATURE_TOLERANCE` on a seeded random clip, at a batch size other than the one traced, so the
+dynamic batch axis is exercised too.
 
 Needs the `export` extra (`pip install 'aim-video[export]'`): onnx and onnxscript to export
 (PyTorch's own exporter, `torch.onnx.export(dynamo=True)`), onnxruntime to run and verify.
@@ -49,9 +52,18 @@ FORMAT_VERSION = 1
 OPSET = 20
 INPUT_NAME = "clip"
 OUTPUT_NAME = "logits"
+FEATURES_NAME = "features"  # the second output; files exported before it have only the logits
 # fp32 logits of the two runtimes differ by reordered sums only; 1e-4 is far above that and far
 # below what a wrong graph gives.
 VERIFY_TOLERANCE = 1e-4
+# The features are ln_post's output averaged over frames: unit-variance entries scaled by its
+# weights, so their size is the weights' (about 1 for a fresh ln_post, several units for
+# CLIP's), not the logits'. The same reordered fp32 sums give differences proportional to that
+# size, so the limit is relative to the largest feature. Measured: 1.8e-7 of it (a tiny model)
+# and 1.6e-7 (random ViT-B/16, 4 frames), a few fp32 roundings; 1e-4 leaves the logits' margin
+# over that, and a graph that drops an adapter or mixes frames moves features by a large
+# fraction of their size.
+FEATURE_TOLERANCE = 1e-4
 # Traced at one batch size, verified at another: a batch axis that was baked in fails there.
 # Not 1: torch.export specialises dimensions of size 1.
 EXPORT_BATCH = 3
@@ -143,8 +155,21 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
+class _LogitsAndFeatures(torch.nn.Module):
+    """The classifier with its pooled features as a second output (what is exported)."""
+
+    def __init__(self, model: AIMViT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.forward_features(clip)  # (B, D)
+        return self.model.forward_head(features), features  # (B, K), (B, D)
+
+
 def export_onnx(model: AIMViT, path: str | os.PathLike[str], metadata: Mapping[str, str]) -> None:
-    """Writes `model` (in eval mode, fp32) as an ONNX graph with a dynamic batch axis.
+    """Writes `model` (in eval mode, fp32) as an ONNX graph with a dynamic batch axis: the clip
+    in, the logits and the pooled features out.
 
     PyTorch's own exporter (`torch.onnx.export(dynamo=True)`) traces the model with
     `torch.export`; SDPA becomes MatMul/Softmax and the LayerNorms plain LayerNormalization
@@ -165,8 +190,10 @@ def export_onnx(model: AIMViT, path: str | os.PathLike[str], metadata: Mapping[s
     batch = torch.export.Dim("batch", min=1)
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
-            model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=OPSET,
+            _LogitsAndFeatures(model).eval(), (example,), dynamo=True,
+            dynamic_shapes=({0: batch},),
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME, FEATURES_NAME],
+            opset_version=OPSET,
             verbose=False,
         )
     program.model.metadata_props.update(metadata)
@@ -180,12 +207,19 @@ def verification_clip(cfg: Any, batch: int = VERIFY_BATCH, seed: int = 0) -> tor
     return torch.randn(batch, 3, cfg.num_frames, size, size, generator=generator)
 
 
-def max_logit_difference(model: AIMViT, onnx_model: OnnxClassifier, clip: torch.Tensor) -> float:
-    """max |logits(PyTorch) - logits(onnxruntime)| on `clip`, both fp32."""
+def max_differences(model: AIMViT, onnx_model: OnnxClassifier,
+                    clip: torch.Tensor) -> tuple[float, float]:
+    """max |logits(PyTorch) - logits(onnxruntime)| on `clip`, both fp32, and the same of the
+    features relative to the largest of PyTorch's (see `FEATURE_TOLERANCE`)."""
     model.eval()
     with torch.no_grad():
-        expected = model(clip).numpy()
-    return float(np.abs(onnx_model(clip) - expected).max())
+        features = model.forward_features(clip)
+        logits = model.forward_head(features).numpy()
+    features = features.numpy()
+    got_logits, got_features = onnx_model.run(clip)
+    scale = max(float(np.abs(features).max()), np.finfo(np.float32).tiny)
+    return (float(np.abs(got_logits - logits).max()),
+            float(np.abs(got_features - features).max()) / scale)
 
 
 @dataclass
@@ -195,6 +229,7 @@ class ExportResult:
     path: Path  # the ONNX file
     bytes: int  # its size
     max_abs_diff: float  # max |Δlogit| against PyTorch at `verify_batch`
+    max_feature_diff: float  # max |Δfeature| / max |feature| against PyTorch, same batch
     verify_batch: int  # the batch size verified (not the one traced)
     num_frames: int
     input_size: int
@@ -210,53 +245,64 @@ def export_checkpoint(
     """Exports a training checkpoint's classifier to ONNX and verifies it with onnxruntime.
 
     The file appears at `out` only once verified: it is written beside it, loaded back by
-    `OnnxClassifier` (metadata included) and compared with PyTorch on a seeded random clip of
-    `VERIFY_BATCH` clips, then renamed into place.
+    `OnnxClassifier` (metadata included) and compared with PyTorch (logits and features) on a
+    seeded random clip of `VERIFY_BATCH` clips, then renamed into place.
 
     Args:
         checkpoint: `last.pt` / `best.pt` of a run.
         out: the ONNX file to write.
         pretrained: backbone weights overriding the checkpoint config's `model.pretrained`.
-        tolerance: the largest max |Δlogit| accepted.
+        tolerance: the largest max |Δlogit| accepted (the features' limit is
+            `FEATURE_TOLERANCE`).
 
     Raises:
-        ExportError: onnx/onnxscript/onnxruntime missing, or the logits differ by more than
-            `tolerance` (no file is left at `out` then).
+        ExportError: onnx/onnxscript/onnxruntime missing, or the logits (features) differ by
+            more than `tolerance` (`FEATURE_TOLERANCE`); no file is left at `out` then.
         CheckpointError, ConfigError: the checkpoint or its backbone cannot be loaded.
     """
     for module in ("onnx", "onnxscript", "onnxruntime"):
         _require(module)  # before minutes of loading and tracing
     out = Path(out)
     ensure_writable_dir(out.parent)
-    state = ckpt.load_checkpoint(checkpoint)
+    state = ckpt.read_training_checkpoint(checkpoint)
     cfg = ckpt.checkpoint_config(state, checkpoint)
     model = ckpt.model_from_checkpoint(state, checkpoint, cfg, pretrained).cpu().float().eval()
     names = list(state["class_names"])
     metadata = export_metadata(cfg, names, model, state.get("backbone_fingerprint"))
-    measured: list[float] = []
+    measured: list[tuple[float, float]] = []
 
     def write_verified(temp: Path) -> None:
         export_onnx(model, temp, metadata)
-        diff = max_logit_difference(model, OnnxClassifier(temp), verification_clip(model.cfg))
-        measured.append(diff)
+        diff, feature_diff = max_differences(model, OnnxClassifier(temp),
+                                             verification_clip(model.cfg))
+        measured.append((diff, feature_diff))
         if not diff <= tolerance:  # also catches nan
             raise ExportError(
                 f"{out}: onnxruntime's logits differ from PyTorch's by {diff:.3g} (max |Δlogit| "
                 f"at batch {VERIFY_BATCH}, limit {tolerance:g}); the file was not written"
             )
+        if not feature_diff <= FEATURE_TOLERANCE:
+            raise ExportError(
+                f"{out}: onnxruntime's features differ from PyTorch's by {feature_diff:.3g} of "
+                f"the largest (at batch {VERIFY_BATCH}, limit {FEATURE_TOLERANCE:g}); the file "
+                "was not written"
+            )
 
     write_atomic(out, write_verified)
     return ExportResult(
-        path=out, bytes=out.stat().st_size, max_abs_diff=measured[0], verify_batch=VERIFY_BATCH,
+        path=out, bytes=out.stat().st_size, max_abs_diff=measured[0][0],
+        max_feature_diff=measured[0][1], verify_batch=VERIFY_BATCH,
         num_frames=cfg.data.num_frames, input_size=cfg.data.input_size, class_names=names,
     )
 
 
 # ------------------------------------------------------------------------------------ runtime
 class OnnxClassifier:
-    """An exported aim-video classifier on onnxruntime: clips in, logits out.
+    """An exported aim-video classifier on onnxruntime: clips in, logits (and features) out.
 
     Reads the file's metadata, so the class names and test-time preprocessing come with it.
+    Files exported before the features were an output give the logits only
+    (`has_features` False).
 
     Args:
         path: an ONNX file written by `export_checkpoint` / `aim-video export`.
@@ -297,6 +343,8 @@ class OnnxClassifier:
         (self.input,) = self.session.get_inputs()
         self.input_shape = tuple(self.input.shape)  # ("batch", 3, T, S, S)
         outputs = self.session.get_outputs()
+        self.output_names = [o.name for o in outputs][:2]  # logits, then features if exported
+        self.has_features = len(outputs) > 1 and outputs[1].name == FEATURES_NAME
         classes = outputs[0].shape[-1]
         if classes != len(self.class_names):
             raise ExportError(
@@ -347,6 +395,31 @@ class OnnxClassifier:
         Returns:
             float32 (B, num_classes) logits.
         """
+        [logits] = self._run(clips, self.output_names[:1])
+        return logits
+
+    def features(self, clips: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The pooled features before the head: float32 (B, D).
+
+        Raises:
+            ExportError: the file was exported without them.
+        """
+        self._need_features()
+        [features] = self._run(clips, [FEATURES_NAME])
+        return features
+
+    def run(self, clips: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and features from one run of the graph."""
+        self._need_features()
+        logits, features = self._run(clips, self.output_names)
+        return logits, features
+
+    def _need_features(self) -> None:
+        if not self.has_features:
+            raise ExportError(f"{self.path} gives logits only (exported before features were "
+                              "an output); export the checkpoint again for features")
+
+    def _run(self, clips: np.ndarray | torch.Tensor, outputs: list[str]) -> list[np.ndarray]:
         if isinstance(clips, torch.Tensor):
             clips = clips.detach().cpu().numpy()
         clips = np.ascontiguousarray(clips, dtype=np.float32)
@@ -354,7 +427,7 @@ class OnnxClassifier:
         if clips.ndim != 5 or clips.shape[1:] != expected:
             raise ValueError(f"{self.path} takes clips of shape (B, {', '.join(map(str, expected))})"
                              f", got {tuple(clips.shape)}")
-        return self.session.run(None, {self.input.name: clips})[0]
+        return self.session.run(outputs, {self.input.name: clips})
 
     def __repr__(self) -> str:
         return (f"OnnxClassifier({str(self.path)!r}, {len(self.class_names)} classes, "
@@ -364,12 +437,12 @@ class OnnxClassifier:
 def onnx_predictor(
     path: str | os.PathLike[str], views: str | None = None, threads: int | None = None
 ) -> Predictor:
-    """A `Predictor` (predict, timeline) that runs an exported file on onnxruntime.
+    """A `Predictor` (predict, timeline, features) that runs an exported file on onnxruntime.
 
     Everything comes from the file: the class names and the test-time data settings. The
     run config's other sections keep their defaults: the Predictor reads only the evaluation
-    batch sizes and the precision (fp32 here) from them. Features are not available: the graph
-    ends in the logits.
+    batch sizes and the precision (fp32 here) from them. Features come from the graph's second
+    output (a file exported without it refuses them, saying so).
 
     Args:
         path: an ONNX file written by `aim-video export`.
@@ -382,7 +455,19 @@ def onnx_predictor(
     cfg = with_views(RunConfig(data=classifier.data_config, train=TrainConfig(precision="fp32")),
                      views)
 
-    def logits(clips: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(classifier(clips))
+    return Predictor(_OnnxClipModel(classifier), cfg, classifier.class_names, device="cpu")
 
-    return Predictor(logits, cfg, classifier.class_names, device="cpu")
+
+class _OnnxClipModel:
+    """An `OnnxClassifier` as the Predictor's clip model (`inference.ClipModel`): torch
+    tensors in and out, `forward_features` from the graph's second output."""
+
+    def __init__(self, classifier: OnnxClassifier) -> None:
+        self.classifier = classifier
+
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.classifier(clips))
+
+    def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """Raises ExportError (one line) for a file exported without features."""
+        return torch.from_numpy(self.classifier.features(clips))

@@ -6,16 +6,16 @@
     predictor.features(["a.mp4"])                  # -> [VideoFeatures], before the head
 
 The backbone and adapters are loaded once. Videos reach the model through the same test-mode
-dataset as evaluation (same sampling, resizing, crops and normalisation as the checkpoint's
-config), so a prediction here equals the one `evaluate` makes for the same file; a timeline
-window is the clip the model was trained on (same frame count and interval), cut from one
-forward pass over the file (`aim_video.data.stream`).
+dataset, loader and model path as evaluation (`aim_video.inference`: same sampling, resizing,
+crops and normalisation as the checkpoint's config, same chunks and autocast, same softmax
+mean over views and top-k), so a prediction here is the one `evaluate` makes for the same
+file; a timeline window is the clip the model was trained on (same frame count and interval),
+cut from one forward pass over the file (`aim_video.data.stream`).
 
 The model is any callable from a clip batch to logits, (N, 3, T, H, W) float -> (N, K): an
 `AIMViT`, or a runtime session wrapped in a function (e.g. an exported ONNX classifier).
-Features need the model's `forward_features` (and `forward_head` to turn them into logits).
-Everything that touches the model goes through `Predictor.task_probabilities` and
-`Predictor.clip_features`.
+Features need the model's `forward_features`. Everything that touches the model goes through
+`Predictor.task_probabilities` and `Predictor.clip_features`, both `inference.ViewsModel`.
 
 Many tasks on one backbone:
 
@@ -35,26 +35,31 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from aim_video.data.annotations import VIDEO_EXTENSIONS, Annotations, VideoRecord, load_annotations
-from aim_video.data.dataset import VideoDataset, build_eval_transform, collate
+from aim_video.data.dataset import VideoDataset, ViewsBatch, build_eval_transform
 from aim_video.data.decode import VideoDecodeError
 from aim_video.data.stream import StreamInfo, Window, prefetch, stream_windows
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import ConfigError, RunConfig, with_views
 from aim_video.engine.distributed import autocast_dtype, resolve_device
 from aim_video.errors import UserError
+from aim_video.inference import (
+    ClipModel,
+    Task,
+    ViewsModel,
+    batch_reasons,
+    top_answers,
+    views_loader,
+)
 from aim_video.weights import CheckpointError
-
-ClipModel = Callable[[Tensor], Tensor]  # (N, 3, T, H, W) normalised floats -> (N, K) logits
 
 
 class InputError(UserError, FileNotFoundError):
@@ -116,21 +121,6 @@ class Timeline:
         order = np.argsort(-self.probs, axis=1, kind="stable")[:, :k]
         return [[(self.class_names[c], float(row[c])) for c in idx]
                 for idx, row in zip(order, self.probs)]
-
-
-@dataclass
-class Task:
-    """One classifier on a predictor's model.
-
-    With several tasks on one backbone, `weights` holds the task's trainable tensors (on the
-    predictor's device), put into the model's parameters of the same names before its forward
-    pass; with one task it is empty and the model is used as it is.
-    """
-
-    name: str  # the key of its results
-    class_names: list[str]  # index -> name
-    checkpoint: str | None = None  # where it was loaded from
-    weights: dict[str, Tensor] = field(default_factory=dict)
 
 
 def task_name(checkpoint: str | os.PathLike[str]) -> str:
@@ -222,8 +212,8 @@ class Predictor:
             task.weights = {name: t.to(self.device) for name, t in task.weights.items()}
         self.class_names = self.tasks[0].class_names
         self.dtype = autocast_dtype(cfg.train.precision, self.device)
-        self._current: Task | None = None  # the task whose tensors the model holds
-        self._swapped: dict[str, torch.nn.Parameter] | None = None  # what `_use` assigns to
+        self.views_model = ViewsModel(model, self.device, self.dtype, self.cfg.eval.views_chunk,
+                                      self.tasks)
 
     @property
     def multitask(self) -> bool:
@@ -245,7 +235,7 @@ class Predictor:
             views: CLIPSxCROPS overriding the config's test views, e.g. "3x1".
             overrides: `section.key=value` changes to the checkpoint's config.
         """
-        state = ckpt.load_checkpoint(path)
+        state = ckpt.read_training_checkpoint(path)
         cfg = with_views(ckpt.checkpoint_config(state, path, tuple(overrides)), views)
         model = ckpt.model_from_checkpoint(state, path, cfg, pretrained)
         task = Task(task_name(path), list(state["class_names"]), os.fspath(path))
@@ -290,14 +280,14 @@ class Predictor:
                                       views=views, overrides=overrides)
             one.tasks[0].name = names[0]
             return one
-        states = [ckpt.load_checkpoint(f) for f in files]
+        states = [ckpt.read_training_checkpoint(f) for f in files]
         cfgs = [with_views(ckpt.checkpoint_config(s, f, tuple(overrides)), views)
                 for s, f in zip(states, files)]
         _check_shareable(files, states, cfgs)
         model = ckpt.model_from_checkpoint(states[0], files[0], cfgs[0], pretrained)
         # On the device first: the first task's tensors are the model's own, not a copy.
         where = resolve_device(device)
-        model.to(where).requires_grad_(False)  # inference only; see `_use` for why it matters
+        model.to(where).requires_grad_(False)  # inference only; see `ViewsModel.use` for why
         trainable = model.trainable_state_dict()
         own = {name: p for name, p in model.named_parameters() if name in trainable}
         tasks = [Task(names[0], list(states[0]["class_names"]), files[0],
@@ -322,8 +312,8 @@ class Predictor:
         return cls(model, cfgs[0], tasks[0].class_names, where, tasks=tasks)
 
     @classmethod
-    def from_pretrained(cls, pretrained: str | os.PathLike[str], cfg: RunConfig, *,
-                        device: str = "auto") -> Predictor:
+    def from_backbone(cls, pretrained: str | os.PathLike[str], cfg: RunConfig, *,
+                      device: str = "auto") -> Predictor:
         """The frozen image model alone (no adapters, no trained head): features only.
 
         Each frame goes through the image model and its class tokens are averaged over the
@@ -342,7 +332,6 @@ class Predictor:
         return cls(model, cfg, [], device)
 
     # ------------------------------------------------------------------------- the model seam
-    @torch.no_grad()
     def task_probabilities(self, views: Tensor) -> dict[str, Tensor]:
         """Each task's softmax averaged over each video's views.
 
@@ -355,16 +344,13 @@ class Predictor:
         if not self.class_names:
             raise UserError("this predictor has no classifier (an image backbone alone gives "
                             "features only); load a training checkpoint to classify")
-        logits = self._per_clip(self.model, views, self.tasks)
-        return {name: out.float().softmax(dim=-1).view(*views.shape[:2], -1).mean(dim=1).cpu()
-                for name, out in logits.items()}
+        return self.views_model.probabilities(views)
 
     def probabilities(self, views: Tensor) -> Tensor:
         """The one task's softmax averaged over each video's views: float32 (B, K), CPU."""
         self._single("probabilities (use task_probabilities)")
         return self.task_probabilities(views)[self.tasks[0].name]
 
-    @torch.no_grad()
     def clip_features(self, views: Tensor) -> Tensor:
         """The pooled representation before the head, averaged over each video's views.
 
@@ -377,70 +363,28 @@ class Predictor:
         Returns:
             float32 (B, D) on the CPU.
         """
-        forward_features = getattr(self.model, "forward_features", None)
-        if forward_features is None:
+        if getattr(self.model, "forward_features", None) is None:
             raise UserError(f"features need a model with forward_features; "
                             f"{type(self.model).__name__} has none")
         self._single("features (each task's adapters give their own; load one checkpoint)")
-        [features] = self._per_clip(forward_features, views, self.tasks).values()
-        return features.float().view(*views.shape[:2], -1).mean(dim=1).cpu()
+        [features] = self.views_model.features(views).values()
+        return features
 
     def _single(self, what: str) -> None:
         if self.multitask:
             raise UserError(f"{what}: this predictor holds {len(self.tasks)} tasks "
                             f"({', '.join(t.name for t in self.tasks)})")
 
-    def _use(self, task: Task) -> None:
-        """Puts `task`'s tensors into the model's parameters (no copy; nothing with one task).
-
-        Outside autocast on purpose: autocast caches the low-precision copy of a parameter
-        that requires grad, keyed by the parameter, for the whole autocast region, so a swap
-        inside one would reuse the previous task's copy. The shared model's parameters do not
-        require grad either (`from_checkpoints`).
-        """
-        if task is self._current or not task.weights:
-            return
-        if self._swapped is None:  # walking the module tree costs more than the swap itself
-            parameters = dict(self.model.named_parameters())
-            self._swapped = {name: parameters[name] for name in task.weights}
-        for name, tensor in task.weights.items():
-            self._swapped[name].data = tensor
-        self._current = task
-
-    def _per_clip(self, fn: ClipModel, views: Tensor,
-                  tasks: Sequence[Task]) -> dict[str, Tensor]:
-        """`fn` of each task over the B·V clips in chunks of `eval.views_chunk`.
-
-        Each chunk is moved to the device once and run by every task in turn.
-
-        Returns:
-            task name -> (B·V, ...) outputs.
-        """
-        clips = views.flatten(0, 1)  # (B·V, C, T, H, W)
-        out: dict[str, list[Tensor]] = {task.name: [] for task in tasks}
-        for part in clips.split(self.cfg.eval.views_chunk):
-            part = part.to(self.device, non_blocking=True)
-            for task in tasks:
-                self._use(task)
-                with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
-                                    enabled=self.dtype is not None):
-                    out[task.name].append(fn(part))
-        return {name: torch.cat(parts) for name, parts in out.items()}
-
     # ------------------------------------------------------------------------- whole videos
     def _batches(self, videos: Sequence[str], batch_size: int | None,
-                 workers: int | None) -> Iterator[dict[str, Any]]:
+                 workers: int | None) -> Iterator[ViewsBatch]:
         """Test-mode batches of `videos` (index = position in `videos`), decoded by workers."""
         dataset = VideoDataset(
             Annotations([VideoRecord(os.fspath(p), 0) for p in videos], self.class_names),
             self.cfg.data, mode="test")
         workers = self.cfg.data.num_workers if workers is None else workers
-        loader = DataLoader(
-            dataset, batch_size=batch_size or self.cfg.eval.batch_size, num_workers=workers,
-            collate_fn=collate, pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(), persistent_workers=False,
-        )
-        yield from loader
+        yield from views_loader(dataset, batch_size or self.cfg.eval.batch_size, workers,
+                                self.device)
 
     def iter_predict(self, videos: Sequence[str], top_k: int = 5, *,
                      batch_size: int | None = None,
@@ -454,25 +398,23 @@ class Predictor:
             workers: decoding processes; default `data.num_workers`.
         """
         for batch in self._batches(videos, batch_size, workers):
-            probs_by_task = self.task_probabilities(batch["video"])
-            tops = {}
-            for task in self.tasks:
-                top_p, top_i = probs_by_task[task.name].topk(
-                    min(top_k, len(task.class_names)), dim=1)
-                tops[task.name] = [[(task.class_names[c], p) for c, p in zip(i, q)]
-                                   for i, q in zip(top_i.tolist(), top_p.tolist())]
-            reasons = dict(batch["skipped"])
+            probs = self.task_probabilities(batch["video"])
+            # task name -> each video's answer (the same readable / unreadable for every task)
+            answers = {task.name: top_answers(batch, probs[task.name], top_k, videos.__getitem__)
+                       for task in self.tasks}
             out = []
             for j, index in enumerate(batch["index"].tolist()):
-                path = videos[index]
-                if not batch["ok"][j]:
-                    out.append(Prediction(path, False, [], reasons.get(path, "unreadable"),
+                tops = {task.name: [(task.class_names[c], p) for c, p in
+                                    zip(answers[task.name][j].top, answers[task.name][j].probs)]
+                        for task in self.tasks}
+                first = answers[self.tasks[0].name][j]
+                if not first.ok:
+                    out.append(Prediction(videos[index], False, [], first.reason,
                                           tasks={} if self.multitask else None))
                 elif self.multitask:
-                    out.append(Prediction(path, True, [],
-                                          tasks={name: top[j] for name, top in tops.items()}))
+                    out.append(Prediction(videos[index], True, [], tasks=tops))
                 else:
-                    out.append(Prediction(path, True, tops[self.tasks[0].name][j]))
+                    out.append(Prediction(videos[index], True, tops[self.tasks[0].name]))
             yield out
 
     def predict(self, videos: Sequence[str | os.PathLike[str]], top_k: int = 5, *,
@@ -487,13 +429,12 @@ class Predictor:
         """One feature vector per video (mean over its test views), batch by batch."""
         for batch in self._batches(videos, batch_size, workers):
             features = self.clip_features(batch["video"]).numpy()
-            reasons = dict(batch["skipped"])
             out = []
-            for j, index in enumerate(batch["index"].tolist()):
-                path = videos[index]
-                ok = bool(batch["ok"][j])
-                out.append(VideoFeatures(path, ok, features[j] if ok else features[j][:0],
-                                         error=None if ok else reasons.get(path, "unreadable")))
+            for j, (index, reason) in enumerate(zip(batch["index"].tolist(),
+                                                    batch_reasons(batch, videos.__getitem__))):
+                ok = reason is None
+                out.append(VideoFeatures(videos[index], ok,
+                                         features[j] if ok else features[j][:0], error=reason))
             yield out
 
     def features(self, videos: Sequence[str | os.PathLike[str]], windows: bool = False,
@@ -633,12 +574,3 @@ def _check_shareable(files: Sequence[str], states: Sequence[dict[str, Any]],
                     f"the decoded clips, so their test-time data settings must agree "
                     f"(predict with them separately)")
 
-
-def predict(inputs: Sequence[str | os.PathLike[str]], checkpoint: str | os.PathLike[str],
-            top_k: int = 5, device: str = "auto", pretrained: str | None = None,
-            views: str | None = None) -> list[Prediction]:
-    """Top-k classes of each video (files, folders, list files) with a checkpoint."""
-    predictor = Predictor.from_checkpoint(checkpoint, pretrained=pretrained, device=device,
-                                          views=views)
-    frames = predictor.cfg.data.backend == "frames"
-    return predictor.predict(collect_inputs(inputs, frame_folders=frames), top_k)

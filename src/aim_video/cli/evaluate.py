@@ -41,13 +41,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from aim_video.engine.evaluate import evaluate_checkpoint
+    from aim_video.report import ThumbnailWriter, build_eval_report
 
     result = evaluate_checkpoint(
         args.checkpoint, split=args.split, out_dir=args.out, pretrained=args.pretrained,
         overrides=args.overrides, views=args.views, device=args.device,
         progress=not args.no_progress,
+        on_batch=None if args.out is None else ThumbnailWriter(args.out),
     )
+    if args.out is not None and int(os.environ.get("RANK", "0")) == 0:
+        build_eval_report(args.out)  # from the files rank 0 wrote and every rank's thumbnails
     if args.out is None:
         print("aim-video eval: no --out given, so no report files were written", file=sys.stderr)
     if args.json:

@@ -27,11 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aim_video.export import VERIFY_TOLERANCE, export_checkpoint
+    from aim_video.export import FEATURE_TOLERANCE, VERIFY_TOLERANCE, export_checkpoint
 
     result = export_checkpoint(args.checkpoint, args.out, pretrained=args.pretrained)
     print(f"{result.path}: {result.bytes / 2**20:.1f} MiB, {len(result.class_names)} classes, "
           f"clips (batch, 3, {result.num_frames}, {result.input_size}, {result.input_size})")
     print(f"onnxruntime vs PyTorch: max |Δlogit| = {result.max_abs_diff:.2e} at batch "
-          f"{result.verify_batch} (fp32, limit {VERIFY_TOLERANCE:.0e})")
+          f"{result.verify_batch} (fp32, limit {VERIFY_TOLERANCE:.0e}); features: "
+          f"{result.max_feature_diff:.2e} of the largest (limit {FEATURE_TOLERANCE:.0e})")
     return 0

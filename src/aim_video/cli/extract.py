@@ -55,7 +55,7 @@ def _predictor(args: argparse.Namespace):
         from aim_video.engine.config import with_views
 
         cfg = with_views(cfg, args.views)
-    return Predictor.from_pretrained(args.pretrained, cfg, device=args.device)
+    return Predictor.from_backbone(args.pretrained, cfg, device=args.device)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -63,10 +63,20 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aim_video.engine.train import train  # the heavy imports only when training
+    import os
 
-    result = train(load_config(args.config, config_overrides(args)), resume=args.resume,
-                   progress=not args.no_progress)
+    from aim_video.engine.train import train  # the heavy imports only when training
+    from aim_video.report import ThumbnailWriter, build_eval_report
+
+    cfg = load_config(args.config, config_overrides(args))
+    # The final evaluations' thumbnails are written while evaluating (every process its
+    # shard's), their pages from the folders rank 0 wrote.
+    result = train(cfg, resume=args.resume, progress=not args.no_progress,
+                   eval_observer=ThumbnailWriter)
+    if result.completed and int(os.environ.get("RANK", "0")) == 0:
+        for split in cfg.eval.splits:
+            if (result.out_dir / f"eval_{split}" / "metrics.json").is_file():
+                build_eval_report(result.out_dir / f"eval_{split}")
     if args.json:
         print(json.dumps({
             "out_dir": str(result.out_dir), "completed": result.completed,

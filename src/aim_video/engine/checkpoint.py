@@ -363,8 +363,3 @@ def model_from_checkpoint(
         load_backbone(model, cfg.model, training=False)
     restore_model(model, state, path)
     return model
-
-
-# The old name of `read_training_checkpoint`, still called by modules rewritten elsewhere in
-# this round (engine.evaluate, engine.train, export, predictor); it goes once they call the new.
-load_checkpoint = read_training_checkpoint

@@ -10,6 +10,11 @@ Unreadable videos are never dropped silently. Two sets of numbers are reported:
 
 Under torchrun the videos are sharded by index stride (every video evaluated exactly once, no
 padding duplicates as with DistributedSampler) and the per-video results are gathered.
+
+Evaluation returns what it found (`EvalResult`, with every video's `VideoResult`) and, given a
+folder, writes it as data files; it draws no page. The report (`aim_video.report`) builds its
+page from that folder, and its thumbnails from the decoded views through `on_batch`, the
+per-batch observer the caller fills.
 """
 
 from __future__ import annotations
@@ -20,18 +25,18 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from tqdm import tqdm
 
 from aim_video.data.annotations import load_annotations
-from aim_video.data.dataset import NORMALIZATIONS, DataConfig, VideoDataset, collate
+from aim_video.data.dataset import DataConfig, VideoDataset, ViewsBatch
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import ConfigError, RunConfig, config_to_dict, with_views
 from aim_video.engine.distributed import (
@@ -45,14 +50,17 @@ from aim_video.engine.distributed import (
 )
 from aim_video.engine.plots import plot_confusion
 from aim_video.files import ensure_writable_dir, write_json_atomic, write_text_atomic
+from aim_video.inference import ViewsModel, top_answers, views_loader
 from aim_video.model import AIMViT
-from aim_video.report import THUMBS, ThumbnailWriter, build_eval_report
 
 log = logging.getLogger(__name__)
 
 TOP_K = 5
 
 Split = Literal["train", "val", "test"]
+# Sees every evaluation batch (on every process) with the data settings that made it, e.g.
+# their normalisation: the report's thumbnails (`aim_video.report.ThumbnailWriter`).
+BatchObserver = Callable[[ViewsBatch, DataConfig], None]
 
 
 @dataclass
@@ -60,6 +68,7 @@ class VideoResult:
     """One video's outcome."""
 
     index: int  # position in the split's annotation file
+    path: str  # the video, as the annotation file names it (under data.root)
     label: int  # true class
     ok: bool  # False: the video could not be read (counted as an error)
     top: list[int]  # the top_k predicted classes, most probable first ([] when not ok)
@@ -84,6 +93,7 @@ class EvalResult:
     bad_files: dict[str, str] = field(default_factory=dict)  # path -> reason
     per_class: list[dict[str, Any]] = field(default_factory=list)  # name, videos, bad, top1, top5
     confusion: np.ndarray | None = field(default=None, repr=False)  # [true, predicted] counts
+    videos: list[VideoResult] = field(default_factory=list, repr=False)  # by index
 
     def summary(self) -> dict[str, float]:
         """The scalar metrics."""
@@ -92,8 +102,8 @@ class EvalResult:
         return {k: getattr(self, k) for k in keys}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (the confusion matrix as nested lists)."""
-        out = asdict(self)
+        """JSON-ready (the confusion matrix as nested lists), without the per-video results."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "videos"}
         out["confusion"] = None if self.confusion is None else self.confusion.tolist()
         return out
 
@@ -131,35 +141,9 @@ def compute_metrics(
         mean_class_accuracy=float(np.mean(class_acc)) if class_acc else 0.0,
         readable_top1=_percent(top1.sum(), readable), readable_top5=_percent(top5.sum(), readable),
         views=views, seconds=0.0,
-        bad_files={}, per_class=per_class, confusion=confusion,
+        bad_files={r.path: r.reason or "" for r in results if not r.ok},
+        per_class=per_class, confusion=confusion, videos=list(results),
     )
-
-
-@torch.no_grad()
-def predict_views(
-    model: torch.nn.Module, videos: torch.Tensor, chunk: int, dtype: torch.dtype | None
-) -> torch.Tensor:
-    """Softmax averaged over views.
-
-    Args:
-        model: the classifier, in eval mode.
-        videos: (B, V, C, T, H, W) views of B videos.
-        chunk: clips per forward pass.
-        dtype: autocast dtype, or None for fp32.
-
-    Returns:
-        float32 (B, K) class probabilities.
-    """
-    b, v = videos.shape[:2]
-    clips = videos.flatten(0, 1)  # (B·V, C, T, H, W)
-    device = next(model.parameters()).device
-    probs = []
-    for part in clips.split(chunk):
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(part.to(device, non_blocking=True))
-        probs.append(logits.float().softmax(dim=-1))
-    # (B·V, K) -> (B, V, K) -> mean over views
-    return torch.cat(probs).view(b, v, -1).mean(dim=1).cpu()
 
 
 def run_model(
@@ -170,31 +154,32 @@ def run_model(
     dtype: torch.dtype | None,
     progress: bool = False,
     top_k: int = TOP_K,
-    on_batch: Callable[[dict[str, Any]], None] | None = None,
+    on_batch: BatchObserver | None = None,
 ) -> list[VideoResult]:
-    """Per-video results for `indices` of a test-mode dataset, keeping the `top_k` classes;
-    `on_batch` sees every batch (the report's thumbnails)."""
-    loader = DataLoader(
-        Subset(dataset, indices), batch_size=cfg.eval.batch_size,
-        num_workers=cfg.data.num_workers, collate_fn=collate,
-        pin_memory=next(model.parameters()).device.type == "cuda",
-        generator=torch.Generator(),  # never draw from the global RNG (training resumes it)
-    )
+    """Per-video results for `indices` of a test-mode dataset, keeping the `top_k` classes.
+
+    The batches, the model's part and the top-k are `aim_video.inference`'s, as for every
+    predictor. `on_batch` sees every batch with the data settings that made it (the CLI
+    passes the report's thumbnails).
+    """
+    device = next(model.parameters()).device
+    views_model = ViewsModel(model, device, dtype, cfg.eval.views_chunk)
+    loader = views_loader(Subset(dataset, indices), cfg.eval.batch_size, cfg.data.num_workers,
+                          device)
     results: list[VideoResult] = []
+
+    def path_of(index: int) -> str:
+        return dataset.records[index].path
+
     for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
-        probs = predict_views(model, batch["video"], cfg.eval.views_chunk, dtype)
+        [probs] = views_model.probabilities(batch["video"]).values()
         if on_batch is not None:
-            on_batch(batch)
-        top_p, top_i = probs.topk(min(top_k, probs.shape[1]), dim=1)
-        reasons = dict(batch["skipped"])
-        for j in range(len(probs)):
-            ok = bool(batch["ok"][j])
-            record = dataset.records[int(batch["index"][j])]
+            on_batch(batch, cfg.data)
+        for answer, label in zip(top_answers(batch, probs, top_k, path_of),
+                                 batch["label"].tolist()):
             results.append(VideoResult(
-                index=int(batch["index"][j]), label=int(batch["label"][j]), ok=ok,
-                top=top_i[j].tolist() if ok else [], probs=top_p[j].tolist() if ok else [],
-                reason=None if ok else reasons.get(record.path, "unreadable"),
-            ))
+                index=answer.index, path=path_of(answer.index), label=label, ok=answer.ok,
+                top=answer.top, probs=answer.probs, reason=answer.reason))
     return results
 
 
@@ -206,6 +191,7 @@ def evaluate_model(
     out_dir: str | Path | None = None,
     class_names: list[str] | None = None,
     progress: bool = False,
+    on_batch: BatchObserver | None = None,
 ) -> EvalResult:
     """Evaluates a model as it is (e.g. during training) on one split with `cfg`'s test views.
 
@@ -214,16 +200,18 @@ def evaluate_model(
         cfg: data, evaluation and precision settings.
         split: "val", "test" or "train" (every split is read with the test views and
             transform).
-        out_dir: if given, rank 0 writes `metrics.json`, `per_class.csv`, `confusion.png`,
-            `predictions.jsonl` and `report.html` (`aim_video.report`) there, and every rank
-            the thumbnails of its videos; it is checked to be writable before the work.
+        out_dir: if given, rank 0 writes `metrics.json`, `per_class.csv`, `confusion.png` and
+            `predictions.jsonl` there (`write_results`; `aim_video.report.build_report` makes
+            the page from them); it is checked to be writable before the work.
         class_names: the model's classes; default the split's.
         progress: show a progress bar.
+        on_batch: called with every batch of this process's videos (see `BatchObserver`).
 
     Returns:
-        The metrics; identical on every process.
+        The metrics and per-video results; identical on every process.
     """
-    return _evaluate(model, cfg, split, out_dir, class_names, progress, time.monotonic())
+    return _evaluate(model, cfg, split, out_dir, class_names, progress, time.monotonic(),
+                     on_batch=on_batch)
 
 
 def evaluate_checkpoint(
@@ -236,6 +224,7 @@ def evaluate_checkpoint(
     views: str | None = None,
     device: str | None = None,
     progress: bool = False,
+    on_batch: BatchObserver | None = None,
 ) -> EvalResult:
     """Evaluates a training checkpoint with its own config on one split.
 
@@ -249,25 +238,26 @@ def evaluate_checkpoint(
         views: CLIPSxCROPS overriding the config's test views, e.g. "3x1".
         device: cpu, cuda, cuda:N; default the config's `train.device`.
         progress: show a progress bar.
+        on_batch: called with every batch of this process's videos (see `BatchObserver`).
 
     Returns:
-        The metrics; identical on every process.
+        The metrics and per-video results; identical on every process.
     """
     start = time.monotonic()
     if out_dir is not None:
         ensure_writable_dir(out_dir)
-    state = ckpt.load_checkpoint(checkpoint)
+    state = ckpt.read_training_checkpoint(checkpoint)
     overrides = [*overrides, *([f"train.device={device}"] if device else [])]
     cfg = with_views(ckpt.checkpoint_config(state, checkpoint, overrides), views)
     model = ckpt.model_from_checkpoint(state, checkpoint, cfg, pretrained)
     return _evaluate(model, cfg, split, out_dir, list(state["class_names"]), progress, start,
-                     move_model=True, checkpoint=checkpoint)
+                     move_model=True, checkpoint=checkpoint, on_batch=on_batch)
 
 
 def _evaluate(
     model: AIMViT, cfg: RunConfig, split: Split, out_dir: str | Path | None,
     class_names: list[str] | None, progress: bool, start: float, move_model: bool = False,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | None = None, on_batch: BatchObserver | None = None,
 ) -> EvalResult:
     """Joins (or starts and ends) the process group, then evaluates this process's shard."""
     if out_dir is not None:
@@ -279,7 +269,7 @@ def _evaluate(
             model.to(env.device)
         with compute_threads(env.device, cfg.data.num_workers, cfg.train.cpu_threads):
             return _evaluate_shards(model, cfg, split, env, class_names, out_dir, progress, start,
-                                    checkpoint)
+                                    checkpoint, on_batch)
     finally:
         if not joined_before:
             cleanup(env)  # a standalone evaluation under torchrun
@@ -298,8 +288,9 @@ def eval_dataset(data: DataConfig, split: Split) -> VideoDataset:
 def _evaluate_shards(
     model: AIMViT, cfg: RunConfig, split: Split, env: DistEnv, class_names: list[str] | None,
     out_dir: Path | None, progress: bool, start: float, checkpoint: str | Path | None = None,
+    on_batch: BatchObserver | None = None,
 ) -> EvalResult:
-    """This process's shard, gathered, then the metrics (and reports on rank 0)."""
+    """This process's shard, gathered, then the metrics (and their files on rank 0)."""
     dataset = eval_dataset(cfg.data, split)
     names = class_names or list(dataset.class_names)
     if len(names) != model.cfg.num_classes:
@@ -309,39 +300,35 @@ def _evaluate_shards(
         log.warning("the %s split names its classes differently from the model; labels are "
                     "compared by index", split)
     device = next(model.parameters()).device
-    # The report's strips of the frames the model saw; every process writes its shard's.
-    thumbs = (None if out_dir is None else
-              ThumbnailWriter(out_dir / THUMBS, *NORMALIZATIONS[cfg.data.normalize]))
     was_training = model.training
     model.eval()
     try:
         mine = run_model(model, dataset, shard_indices(len(dataset), env), cfg,
                          autocast_dtype(cfg.train.precision, device), progress and env.is_main,
-                         on_batch=thumbs)
+                         on_batch=on_batch)
     finally:
         model.train(was_training)
     results = sorted((r for part in all_gather_objects(env, mine) for r in part),
                      key=lambda r: r.index)
     views = f"{cfg.data.test_clips}x{cfg.data.test_crops}"
     result = compute_metrics(results, len(names), split, views)
-    result.bad_files = {dataset.records[r.index].path: r.reason or "" for r in results if not r.ok}
     for row in result.per_class:
         row["name"] = names[row["class"]]
-    result.seconds = time.monotonic() - start  # before the reports, which record it
+    result.seconds = time.monotonic() - start  # before the files, which record it
     if out_dir is not None and env.is_main:
         run = {"checkpoint": None if checkpoint is None else str(checkpoint),
                "config": config_to_dict(cfg)}
-        write_reports(result, results, dataset, names, out_dir, cfg.train.plots, run)
-        build_eval_report(out_dir)
+        write_results(result, names, out_dir, cfg.train.plots, run)
     return result
 
 
-def write_reports(
-    result: EvalResult, results: list[VideoResult], dataset: VideoDataset, names: list[str],
-    out_dir: Path, plots: bool = True, run: dict[str, Any] | None = None,
+def write_results(
+    result: EvalResult, names: list[str], out_dir: Path, plots: bool = True,
+    run: dict[str, Any] | None = None,
 ) -> None:
-    """metrics.json (with `run`: the checkpoint and config), per_class.csv, predictions.jsonl
-    and (if `plots`) confusion.png."""
+    """An evaluation folder: metrics.json (with `run`: the checkpoint and config),
+    per_class.csv, predictions.jsonl (one line per video of `result.videos`) and (if `plots`)
+    confusion.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = result.summary() | {"split": result.split, "views": result.views,
                                   "bad_files": result.bad_files} | (run or {})
@@ -355,9 +342,9 @@ def write_reports(
         plot_confusion(result.confusion, names, out_dir / "confusion.png")
     write_text_atomic(out_dir / "predictions.jsonl", "".join(
         json.dumps({
-            "index": r.index, "path": dataset.records[r.index].path,
+            "index": r.index, "path": r.path,
             "label": names[r.label], "ok": r.ok, "reason": r.reason,
             "top": [{"class": names[c], "prob": p} for c, p in zip(r.top, r.probs)],
         }) + "\n"
-        for r in results
+        for r in result.videos
     ))

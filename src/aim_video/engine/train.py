@@ -29,6 +29,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ from aim_video.engine.distributed import (
     init_distributed,
     loader_worker_init,
 )
-from aim_video.engine.evaluate import EvalResult, evaluate_model
+from aim_video.engine.evaluate import BatchObserver, EvalResult, evaluate_model
 from aim_video.engine.optim import build_optimizer, build_scheduler, head_lr
 from aim_video.engine.plots import plot_curves
 from aim_video.engine.transfer import Transfer, transfer_weights
@@ -169,8 +170,10 @@ class _Progress:
 class Trainer:
     """One training run; `train()` is the entry point. Holds the objects the loop shares."""
 
-    def __init__(self, cfg: RunConfig, env: DistEnv, progress: bool) -> None:
+    def __init__(self, cfg: RunConfig, env: DistEnv, progress: bool,
+                 eval_observer: Callable[[Path], BatchObserver] | None = None) -> None:
         self.cfg = cfg
+        self.eval_observer = eval_observer
         self.env = env
         self.show_progress = progress and env.is_main
         self.out_dir = Path(cfg.train.out_dir)
@@ -266,7 +269,7 @@ class Trainer:
     # ------------------------------------------------------------------ resume / save
     def resume(self, path: Path) -> None:
         """Restores weights, optimiser, schedule, RNG and position from a checkpoint."""
-        state = ckpt.load_checkpoint(path)
+        state = ckpt.read_training_checkpoint(path)
         self._warn_config_changes(state["config"], path)
         if state["class_names"] != self.class_names:
             raise CheckpointError(
@@ -670,9 +673,11 @@ class Trainer:
         for split in self.cfg.eval.splits:
             if getattr(self.cfg.data, split, None) is None:
                 continue
-            result = evaluate_model(self.model, self.cfg, split=split,
-                                    out_dir=self.out_dir / f"eval_{split}",
-                                    class_names=self.class_names, progress=self.show_progress)
+            out_dir = self.out_dir / f"eval_{split}"
+            observer = self.eval_observer(out_dir) if self.eval_observer else None
+            result = evaluate_model(self.model, self.cfg, split=split, out_dir=out_dir,
+                                    class_names=self.class_names, progress=self.show_progress,
+                                    on_batch=observer)
             metrics |= {f"{split}_{k}": v for k, v in result.summary().items()}
             self._log("eval", {f"{split}_{k}": v for k, v in result.summary().items()})
         return metrics
@@ -681,12 +686,13 @@ class Trainer:
 def _checkpoint_step(path: Path) -> int | None:
     """The global step a checkpoint was saved at; None when it is missing or unreadable."""
     try:
-        return ckpt.load_checkpoint(path)["global_step"]
+        return ckpt.read_training_checkpoint(path)["global_step"]
     except CheckpointError:
         return None
 
 
-def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
+def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = True, *,
+          eval_observer: Callable[[Path], BatchObserver] | None = None) -> TrainResult:
     """Trains (or resumes) a run described by `cfg`, writing into `cfg.train.out_dir`.
 
     Under torchrun every process calls this; each returns the same history, and only rank 0
@@ -698,6 +704,8 @@ def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = Tru
             A fresh start with `train.init_from` begins from that checkpoint's trained weights
             (`transfer.transfer_weights`); a resumed run ignores it.
         progress: show a tqdm progress bar (rank 0 only).
+        eval_observer: given the folder of a final evaluation (`eval_<split>`), the observer
+            of its batches (`aim-video train` passes the report's `ThumbnailWriter`).
 
     The run's paths are stored absolute (`with_absolute_paths`), so that its config and
     checkpoints work from any folder.
@@ -711,10 +719,11 @@ def train(cfg: RunConfig, resume: str | Path | None = None, progress: bool = Tru
     """
     cfg = with_absolute_paths(cfg)
     with deterministic_algorithms(cfg.train.deterministic):
-        return _train(cfg, resume, progress)
+        return _train(cfg, resume, progress, eval_observer)
 
 
-def _train(cfg: RunConfig, resume: str | Path | None, progress: bool) -> TrainResult:
+def _train(cfg: RunConfig, resume: str | Path | None, progress: bool,
+           eval_observer: Callable[[Path], BatchObserver] | None) -> TrainResult:
     joined_before = dist.is_initialized()
     env = init_distributed(cfg.train.device)
     try:
@@ -733,7 +742,7 @@ def _train(cfg: RunConfig, resume: str | Path | None, progress: bool) -> TrainRe
             if threads is not None and env.is_main:
                 log.info("CPU: %d compute thread(s) beside %d data worker(s)", threads,
                          cfg.data.num_workers)
-            return Trainer(cfg, env, progress).run(resume_path)
+            return Trainer(cfg, env, progress, eval_observer).run(resume_path)
     finally:
         if not joined_before:
             cleanup(env)
