@@ -1,0 +1,254 @@
+"""Sharded, streamed data (`aim_video.data.shards`): `prepare --shards` writes WebDataset tar
+shards and their index (bad inputs left out, reruns keep finished shards); the index reads the
+same from a local path, file://, HTTP (a server on 127.0.0.1 started here) and fsspec's memory
+filesystem, and a brace pattern gives the same samples; evaluation over HTTP shards counts every
+video once across ranks and gives the local files' predictions."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import tarfile
+import threading
+from pathlib import Path
+
+import fsspec
+import pytest
+import torch
+from test_engine_support import tiny_config
+
+from aim_video.cli import main
+from aim_video.data import shards as shards_module
+from aim_video.data.annotations import load_annotations
+from aim_video.data.dataset import DataConfig, DataError, build_dataset
+from aim_video.data.shards import (
+    deal,
+    expand_pattern,
+    parse_size,
+    plan_shards,
+    read_index,
+    write_shard,
+)
+from aim_video.engine import checkpoint as ckpt
+from aim_video.engine.evaluate import evaluate_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SHARD_SIZE = "9KB"  # two 32-px synthetic videos (~2.3 KB each + 2 KB overhead) per shard
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def sharded(synthetic, tmp_path_factory) -> dict:
+    """The synthetic training videos plus one broken file, prepared into shards by the CLI."""
+    work = tmp_path_factory.mktemp("sharded")
+    broken = work / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    listed = (synthetic / "train.txt").read_text().splitlines()
+    lines = [f"{synthetic / line.split()[0]} {line.split()[1]}" for line in listed]
+    (work / "train.txt").write_text("\n".join([*lines[:3], f"{broken} 1", *lines[3:]]) + "\n")
+    out = work / "prepared"
+    argv = ["prepare", str(work / "train.txt"), "--out", str(out), "--short-side", "32",
+            "--workers", "0", "--class-names", str(synthetic / "classes.txt"),
+            "--shards", SHARD_SIZE, "--no-progress"]
+    assert main(argv) == 0
+    return {"out": out, "index": out / "train.shards.json", "argv": argv, "broken": broken,
+            "sources": [line.split()[0] for line in lines],
+            "labels": [int(line.split()[1]) for line in lines]}
+
+
+@pytest.fixture(scope="module")
+def http_root(sharded):
+    """The prepared folder served over HTTP on 127.0.0.1 (a free port)."""
+    handler = functools.partial(_QuietHandler, directory=str(sharded["out"]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_parse_size():
+    assert parse_size("1GB") == 10**9
+    assert parse_size("500MB") == 500 * 10**6
+    assert parse_size("64KiB") == 65536
+    assert parse_size("1000") == 1000
+    for bad in ("", "1XB", "-1GB", "0"):
+        with pytest.raises(ValueError, match="not a size"):
+            parse_size(bad)
+
+
+def test_plan_and_deal():
+    assert plan_shards([4, 4, 4, 9, 1], 8) == [range(0, 2), range(2, 3), range(3, 4), range(4, 5)]
+    # Each shard to the slot holding fewest samples (ties: lowest slot).
+    assert deal([5, 3, 3, 2], [0, 1, 2, 3], 2) == [[0, 3], [1, 2]]
+    assert expand_pattern("x/t-{000..002}.tar") == ["x/t-000.tar", "x/t-001.tar", "x/t-002.tar"]
+
+
+def test_prepare_writes_shards_and_index(sharded, synthetic):
+    out = sharded["out"]
+    index = json.loads(sharded["index"].read_text())
+    classes = (synthetic / "classes.txt").read_text().split("\n")[: len(index["classes"])]
+    assert index["format"] == "aim-video shards 1" and index["classes"] == classes
+    # The broken input is listed as bad and shipped in no shard.
+    bad = json.loads((out / "bad_inputs.json").read_text())
+    assert [entry["path"] for entry in bad] == [str(sharded["broken"])]
+    assert index["samples"] == 8 == sum(entry["samples"] for entry in index["shards"])
+    assert [entry["url"] for entry in index["shards"]] == [
+        f"train-{k:06d}.tar" for k in range(len(index["shards"]))]
+    prepared_list = load_annotations(out / "train.txt", "mmaction",
+                                     class_names=str(out / "classes.txt")).records
+    seen = {}
+    for entry in index["shards"]:
+        path = out / entry["url"]
+        assert entry["bytes"] == path.stat().st_size
+        with tarfile.open(path) as tar:
+            names = tar.getnames()
+            # WebDataset layout: KEY.json beside KEY.mp4, samples in the index's order.
+            assert names == [f"{key}.{ext}" for key in entry["keys"] for ext in ("json", "mp4")]
+            for key, label in zip(entry["keys"], entry["labels"], strict=True):
+                meta = json.loads(tar.extractfile(f"{key}.json").read())
+                position = int(key)  # the sample's place among the listed good videos
+                source = sharded["sources"][position]
+                assert meta == {"label": sharded["labels"][position], "class": classes[label],
+                                "path": source, "frames": 8, "fps": meta["fps"]}
+                assert label == sharded["labels"][position] and meta["fps"] > 0
+                prepared = Path(prepared_list[position].path)
+                assert tar.extractfile(f"{key}.mp4").read() == prepared.read_bytes()
+                seen[key] = prepared.stat().st_size
+        planned = sum(seen[key] + shards_module.SAMPLE_OVERHEAD for key in entry["keys"])
+        assert planned <= parse_size(SHARD_SIZE) or len(entry["keys"]) == 1
+    assert len(seen) == 8
+
+
+def test_prepare_shards_resumes(sharded, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in sharded["out"].glob("train-*.tar")}
+    index_before = sharded["index"].read_text()
+    assert main(sharded["argv"]) == 0
+    count = len(json.loads(index_before)["shards"])
+    assert f"{count} shards (0 written now)" in capsys.readouterr().out
+    after = {p.name: p.stat().st_mtime_ns for p in sharded["out"].glob("train-*.tar")}
+    assert after == before and sharded["index"].read_text() == index_before
+
+
+def test_index_reads_the_same_everywhere(sharded, http_root, synthetic):
+    out = sharded["out"]
+    local = read_index(str(sharded["index"]))
+    memory = fsspec.filesystem("memory")
+    for path in out.glob("train*"):
+        memory.pipe(f"/shards-test/{path.name}", path.read_bytes())
+    sources = [f"file://{sharded['index']}", f"{http_root}/train.shards.json",
+               "memory://shards-test/train.shards.json"]
+    expected = [(shard.keys, shard.labels, shard.start) for shard in local.shards]
+    for source in sources:
+        index = read_index(source)
+        assert [(s.keys, s.labels, s.start) for s in index.shards] == expected, source
+        assert index.class_names == local.class_names
+        assert index.shards[1].url == source.rsplit("/", 1)[0] + "/train-000001.tar"
+    last = len(local.shards) - 1
+    pattern = read_index(f"{http_root}/train-{{000000..{last:06d}}}.tar",
+                         str(synthetic / "classes.txt"))
+    assert [(s.keys, s.labels, s.start) for s in pattern.shards] == expected
+    with pytest.raises(DataError, match="needs data.class_names"):
+        read_index(f"{http_root}/train-{{000000..000001}}.tar")
+
+
+def test_bad_index_is_one_line(tmp_path, http_root, monkeypatch):
+    not_index = tmp_path / "x.shards.json"
+    not_index.write_text('{"format": "something else"}')
+    with pytest.raises(DataError, match=r"x.shards.json: not a readable shard index"):
+        read_index(str(not_index))
+    monkeypatch.setattr(shards_module, "RETRY_WAIT_S", 0.0)
+    with pytest.raises(DataError, match=rf"^{http_root}/missing.shards.json: the shard index "
+                                        "cannot be read after 5 tries"):
+        read_index(f"{http_root}/missing.shards.json")
+
+
+def _test_items(dataset, indices):
+    return {int(item["index"]): item for item in dataset.subset(indices)}
+
+
+def test_views_each_video_once_across_ranks(sharded, http_root):
+    cfg = DataConfig(val=f"{http_root}/train.shards.json", num_frames=4, input_size=32,
+                     short_side=32, test_clips=2, num_workers=0)
+    views = build_dataset(cfg, "val")
+    shares = [views.rank_indices(rank, 3) for rank in range(3)]
+    assert sorted(i for share in shares for i in share) == list(range(8))
+    got = {}
+    for share in shares:
+        items = _test_items(views, share)
+        assert sorted(items) == sorted(share)
+        got |= items
+    # The same views as the prepared files read as a local list.
+    local = build_dataset(DataConfig(
+        val=str(sharded["out"] / "train.txt"), class_names=str(sharded["out"] / "classes.txt"),
+        format="mmaction", num_frames=4, input_size=32, short_side=32, test_clips=2,
+        num_workers=0), "val")
+    keys = [key for shard in views.index.shards for key in shard.keys]
+    for sample_id, item in got.items():
+        assert item["ok"]
+        reference = local[int(keys[sample_id])]
+        assert item["label"] == reference["label"]
+        assert torch.equal(item["video"], reference["video"])
+
+
+def test_evaluation_over_http_equals_local(sharded, http_root, tmp_path):
+    def evaluate(val: str, **extra):
+        cfg = tiny_config(sharded["out"], tmp_path, None, data__val=val, data__num_workers=1,
+                          **extra)
+        torch.manual_seed(0)
+        model = ckpt.model_from_config(cfg, 10)
+        return evaluate_model(model, cfg, split="val")
+
+    local = evaluate(str(sharded["out"] / "train.txt"), data__format="mmaction",
+                     data__class_names=sharded["out"] / "classes.txt", data__root=None)
+    remote = evaluate(f"{http_root}/train.shards.json")
+    assert remote.top1 == local.top1 and remote.top5 == local.top5
+    assert remote.per_class == local.per_class
+    assert remote.num_videos == 8 and remote.num_bad == 0
+    assert (remote.confusion == local.confusion).all()
+
+
+@pytest.fixture(scope="module")
+def damaged(sharded) -> dict:
+    """A copy of the shards (served under /damaged/) where shard 0's first video is garbage
+    and a later shard is cut in the middle of its second video."""
+    out = sharded["out"] / "damaged"
+    out.mkdir()
+    index = json.loads(sharded["index"].read_text())
+    for entry in index["shards"]:
+        (out / entry["url"]).write_bytes((sharded["out"] / entry["url"]).read_bytes())
+    (out / "train.shards.json").write_text(json.dumps(index))
+    first = index["shards"][0]
+    with tarfile.open(out / first["url"]) as tar:
+        samples = [(key, tar.extractfile(f"{key}.mp4").read(),
+                    json.loads(tar.extractfile(f"{key}.json").read())) for key in first["keys"]]
+    samples[0] = (samples[0][0], b"\x00garbage" * 50, samples[0][2])
+    write_shard(out / first["url"], samples)
+    victim = next(e for e in reversed(index["shards"]) if len(e["keys"]) >= 2 and e != first)
+    last = out / victim["url"]
+    with tarfile.open(last) as tar:
+        cut = tar.getmembers()[3].offset_data + 100  # inside the second video
+    last.write_bytes(last.read_bytes()[:cut])
+    corrupt = f"{first['url']}#{first['keys'][0]}"
+    return {"index": out / "train.shards.json", "corrupt": corrupt, "truncated": victim["url"],
+            "missing": victim["keys"][1], "shards": index["shards"]}
+
+
+def test_check_data_lists_bad_samples(damaged, http_root, capsys):
+    status = main(["check-data", f"{http_root}/damaged/train.shards.json", "--workers", "0",
+                   "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 1
+    bad = {entry["path"]: entry["reason"] for entry in report["bad"]}
+    assert report["total"] == 8 and report["good"] == 6
+    assert set(bad) == {f"{http_root}/damaged/{damaged['corrupt']}",
+                        f"{http_root}/damaged/{damaged['truncated']}"}
+    assert bad[f"{http_root}/damaged/{damaged['truncated']}"].startswith(
+        f"sample {damaged['missing']}: truncated or corrupt shard")
