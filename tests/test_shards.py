@@ -252,3 +252,92 @@ def test_check_data_lists_bad_samples(damaged, http_root, capsys):
                         f"{http_root}/damaged/{damaged['truncated']}"}
     assert bad[f"{http_root}/damaged/{damaged['truncated']}"].startswith(
         f"sample {damaged['missing']}: truncated or corrupt shard")
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _train_set(source: str, rank: int, world: int, workers: int, batch: int = 2):
+    cfg = DataConfig(train=source, num_frames=4, input_size=32, short_side=32,
+                     num_workers=workers, shuffle_buffer=3)
+    dataset = build_dataset(cfg, "train")
+    sampler = dataset.configure(rank, world, seed=5, batch_size=batch, drop_last=False)
+    loader = torch.utils.data.DataLoader(dataset.batches(), batch_size=None,
+                                         num_workers=workers)
+    return dataset, sampler, loader
+
+
+def _epoch(sampler, loader, epoch: int, skip: int = 0) -> list[list[int]]:
+    sampler.set_epoch(epoch, skip)
+    return [batch.index.tolist() for batch in loader]
+
+
+def test_each_sample_once_per_epoch_across_ranks_and_workers(sharded, http_root):
+    source = f"{http_root}/train.shards.json"
+    index = read_index(source)
+    epochs = {}
+    for epoch in (0, 1):
+        ranks = []
+        for rank in range(2):
+            dataset, sampler, loader = _train_set(source, rank, 2, workers=2)
+            batches = _epoch(sampler, loader, epoch)
+            assert len(batches) == len(loader)  # the length the trainer plans its steps by
+            ranks.append(batches)
+        assert len(ranks[0]) == len(ranks[1])  # the same number of steps on every rank
+        seen = [i for batches in ranks for batch in batches for i in batch]
+        # Every sample at least once; the only repeats pad the smaller shares to the largest.
+        groups = dataset.groups
+        target = max(sum(len(index.shards[s]) for s in group) for group in groups)
+        assert sorted(set(seen)) == list(range(8))
+        assert len(seen) == 4 * target
+        epochs[epoch] = ranks
+    assert epochs[0] != epochs[1]  # another order each epoch
+    _, sampler, loader = _train_set(source, 1, 2, workers=2)
+    assert _epoch(sampler, loader, 1) == epochs[1][1]  # and the same order when read again
+
+
+def test_a_resumed_epoch_continues_where_it_stopped(sharded):
+    source = str(sharded["index"])
+    _, sampler, loader = _train_set(source, 0, 1, workers=2)
+    whole = _epoch(sampler, loader, 3)
+    for consumed in (1, 2, 3):
+        _, sampler, loader = _train_set(source, 0, 1, workers=2)
+        assert _epoch(sampler, loader, 3, skip=consumed * 2) == whole[consumed:]
+
+
+def test_unreachable_shard_is_one_line_naming_it(sharded, http_root, tmp_path, monkeypatch):
+    index = json.loads(sharded["index"].read_text())
+    for entry in index["shards"]:  # shards named by URL: an index may live elsewhere
+        entry["url"] = f"{http_root}/{entry['url']}"
+    index["shards"][0]["url"] = f"{http_root}/gone-000000.tar"
+    (tmp_path / "gone.shards.json").write_text(json.dumps(index))
+    monkeypatch.setattr(shards_module, "RETRY_WAIT_S", 0.0)
+    _, sampler, loader = _train_set(str(tmp_path / "gone.shards.json"), 0, 1, workers=0)
+    with pytest.raises(DataError, match=rf"^{http_root}/gone-000000.tar: the shard cannot be "
+                                        r"read after 5 tries \(FileNotFoundError"):
+        _epoch(sampler, loader, 0)
+
+
+def _run(synthetic, backbone, out, train: str, **extra):
+    from aim_video.engine.train import train as run_training
+
+    cfg = tiny_config(synthetic, out, backbone, data__train=train, data__num_workers=1,
+                      data__shuffle_buffer=3, train__plots=False, eval__splits=["val"],
+                      **extra)
+    return run_training(cfg, progress=False)
+
+
+def test_training_over_http_equals_local_shards(sharded, damaged, http_root, synthetic,
+                                                backbone, tmp_path):
+    local = _run(synthetic, backbone, tmp_path / "local", str(damaged["index"]))
+    remote = _run(synthetic, backbone, tmp_path / "http",
+                  f"{http_root}/damaged/train.shards.json")
+    assert [h["train_loss"] for h in remote.history] == [h["train_loss"] for h in local.history]
+    expected = ckpt.load_checkpoint(local.last_checkpoint)["model"]
+    actual = ckpt.load_checkpoint(remote.last_checkpoint)["model"]
+    for key, tensor in expected.items():
+        assert torch.equal(actual[key], tensor), key
+    # The corrupt sample and the truncated shard are bad files, named where they were read.
+    bad = json.loads((tmp_path / "http" / "bad_files.json").read_text())
+    assert set(bad) == {f"{http_root}/damaged/{damaged['corrupt']}",
+                        f"{http_root}/damaged/{damaged['truncated']}"}

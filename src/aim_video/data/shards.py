@@ -14,17 +14,19 @@ its fsspec back-end, never from the config or a checkpoint, which hold the addre
 
 Reading streams each shard once, front to back (tar members through webdataset's iterator):
 
-* training (`ShardTrainSet`): every epoch the shards are put in a seeded order and dealt, whole,
-  to the (rank, loader worker) slots, each to the slot holding the fewest samples so far. Each
-  slot passes its samples through a seeded shuffle buffer (`data.shuffle_buffer` encoded videos:
-  memory is bounded by it, not by a shard) and collates its own batches. Every slot yields the
-  same number of samples, the largest slot's, the others starting their stream again for the
-  few they lack (as `EpochSampler` pads a share), so every rank runs the same number of steps
-  and the loader's round robin over its workers is a fixed order: batch i is worker
-  i % workers' batch i // workers. A resumed epoch therefore knows which samples each worker
-  has delivered and passes over them without decoding. A sample's augmentation comes from
-  (data.seed, epoch, sample id) as for local files, so neither the worker count nor a resume
-  changes it.
+* training (`ShardTrainSet`): the shards are dealt once, whole, into one share per (rank,
+  loader worker) slot, largest shard first, each to the share holding the fewest samples so
+  far; every epoch gives the shares to the slots in a seeded order, and each slot reads its
+  share's shards in a seeded order through a seeded shuffle buffer (`data.shuffle_buffer`
+  encoded videos: memory is bounded by it, not by a shard), collating its own batches. Every
+  slot yields the same number of samples, the largest share's, the others starting their
+  stream again for the few they lack (as `EpochSampler` pads a share): every rank runs the same
+  number of steps, the same in every epoch, and the loader's round robin over its workers is a
+  fixed order (batch i is worker i % workers' batch i // workers), so a resumed epoch knows
+  which samples each worker had delivered and passes over them without decoding them. A
+  sample's augmentation comes from (data.seed, epoch, sample id) as for local files, so the
+  worker count does not change it. Shares are fixed across epochs (their sizes fix the steps
+  of an epoch): a batch mixes one share's videos, the ranks' batches of a step all shares'.
 * evaluation (`ShardViewsSet`): shard i is evaluated by rank i % world size, and within a rank
   its shards are dealt to the loader workers: every video once, none repeated.
 
@@ -37,6 +39,7 @@ then the run stops with one line naming its address.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -246,6 +249,11 @@ def read_index(source: str, class_names: str | Sequence[str] | None = None) -> S
             names, or a label beyond them.
     """
     source = str(source)
+    if re.match(r"^[a-z0-9+.-]+://[^/@]*:[^/@]*@", source, re.IGNORECASE):
+        # The address is saved in the run's config and checkpoints.
+        raise DataError(f"{source.split('@', 1)[1]}: a password in the address; give the "
+                        "store's credentials where its client looks for them (environment, "
+                        "profile, netrc), not in the config")
     if source.endswith(INDEX_SUFFIX):
         text = _read_bytes(source, "shard index")
         try:
@@ -496,6 +504,7 @@ class ShardTrainSet(IterableDataset):
             DataError: fewer shards than processes × loader workers (a slot would be empty).
         """
         self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.__dict__.pop("groups", None)
         self.batch_size, self.drop_last = batch_size, drop_last
         slots = world_size * self.workers
         if len(self.index.shards) < slots:
@@ -512,13 +521,24 @@ class ShardTrainSet(IterableDataset):
     def epoch(self) -> int:
         return int(self._state[0])
 
-    def plan(self, epoch: int) -> tuple[list[list[int]], int]:
-        """(shards of each slot, samples every slot yields) in `epoch`; slot = rank ×
-        workers + worker."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.index.shards))
+    @functools.cached_property
+    def groups(self) -> list[list[int]]:
+        """The shards of each slot's share: dealt once, largest first, so that the shares'
+        sizes (and with them the steps of an epoch) are the same in every epoch."""
         counts = [len(shard) for shard in self.index.shards]
-        dealt = deal(counts, order.tolist(), self.world_size * self.workers)
-        return dealt, max(sum(counts[s] for s in slot) for slot in dealt)
+        largest_first = sorted(range(len(counts)), key=lambda i: (-counts[i], i))
+        return deal(counts, largest_first, self.world_size * self.workers)
+
+    def plan(self, epoch: int) -> tuple[list[list[int]], int]:
+        """(shards of each slot, in reading order; samples every slot yields) in `epoch`;
+        slot = rank × workers + worker. Each epoch gives the shares to other slots and puts
+        each share's shards in another order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        slots = rng.permutation(len(self.groups))
+        dealt = [[self.groups[g][i] for i in rng.permutation(len(self.groups[g]))]
+                 for g in slots]
+        counts = [len(shard) for shard in self.index.shards]
+        return dealt, max(sum(counts[s] for s in group) for group in self.groups)
 
     def batches_per_worker(self) -> int:
         _, target = self.plan(self.epoch)
@@ -547,10 +567,13 @@ class ShardTrainSet(IterableDataset):
         assert workers == self.workers, "the loader's workers are not data.num_workers"
         epoch, consumed = int(self._state[0]), int(self._state[1])
         dealt, target = self.plan(epoch)
-        slot = self.rank * self.workers + worker
+        # The loader asks its workers in turn from worker 0: after `consumed` batches the next
+        # one is the turn of the epoch's worker consumed % workers, whose part this one plays.
+        role = (worker + consumed) % workers
+        slot = self.rank * self.workers + role
         per_worker = self.batches_per_worker()
-        # Batches the loader took from this worker before a resume (round robin).
-        mine_done = max(0, -(-(consumed - worker) // workers))
+        # Batches the loader had taken from that part before the resume.
+        mine_done = max(0, -(-(consumed - role) // workers))
         skip = min(mine_done * self.batch_size, target)
         limit = per_worker * self.batch_size
         items: list[TrainItem] = []

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from aim_video.data.dataset import DeviceAugment, TrainBatch, build_dataset, collate
+from aim_video.data.shards import ShardTrainSet
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import (
     ConfigError,
@@ -190,7 +191,11 @@ class Trainer:
         self.class_names = list(self.train_set.class_names)
         self.has_val = cfg.data.val is not None
         self.model = self._build_model()
-        self.sampler = EpochSampler(len(self.train_set), env, cfg.train.seed)
+        if isinstance(self.train_set, ShardTrainSet):  # streamed: shards dealt to the workers
+            self.sampler = self.train_set.configure(env.rank, env.world_size, cfg.train.seed,
+                                                    cfg.optim.batch_size, cfg.train.compile)
+        else:
+            self.sampler = EpochSampler(len(self.train_set), env, cfg.train.seed)
         self.loader = self._build_loader()
         if len(self.loader) == 0:
             raise ConfigError(
@@ -228,6 +233,13 @@ class Trainer:
 
     def _build_loader(self) -> DataLoader:
         workers = self.cfg.data.num_workers
+        if isinstance(self.train_set, ShardTrainSet):  # its workers collate their own batches
+            return DataLoader(
+                self.train_set.batches(), batch_size=None, num_workers=workers,
+                pin_memory=self.env.device.type == "cuda", persistent_workers=workers > 0,
+                worker_init_fn=functools.partial(loader_worker_init, parent=os.getpid()),
+                generator=torch.Generator().manual_seed(self.cfg.train.seed),
+            )
         return DataLoader(
             self.train_set,
             batch_size=self.cfg.optim.batch_size,
