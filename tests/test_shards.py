@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import signal
 import tarfile
 import threading
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import fsspec
 import pytest
 import torch
-from test_engine_support import tiny_config
+from test_engine_support import tiny_config, tiny_overrides
 
 from aim_video.cli import main
 from aim_video.data import shards as shards_module
@@ -341,3 +342,33 @@ def test_training_over_http_equals_local_shards(sharded, damaged, http_root, syn
     bad = json.loads((tmp_path / "http" / "bad_files.json").read_text())
     assert set(bad) == {f"{http_root}/damaged/{damaged['corrupt']}",
                         f"{http_root}/damaged/{damaged['truncated']}"}
+
+
+def test_killed_mid_epoch_over_http_resumes_to_the_uninterrupted_run(sharded, http_root,
+                                                                     synthetic, backbone,
+                                                                     tmp_path):
+    # As tests/test_faults.py does for local files: pieces of a run SIGKILL themselves; two
+    # loader workers, a checkpoint every step, killed after step 4 of the 4 of epoch 1: the
+    # resumed epoch starts with its fourth batch, worker 1's (the loader starts at worker 0).
+    from test_faults import SETTINGS, _Pieces
+
+    settings = SETTINGS | {"data.num_workers": 2, "train.save_every_steps": 1,
+                           "data.train": f"{http_root}/train.shards.json",
+                           "data.shuffle_buffer": 3}
+    pieces = _Pieces(tiny_overrides(synthetic, tmp_path / "unused", backbone, **settings))
+    try:
+        status, log = pieces.run(tmp_path / "straight", "never")
+        assert status == 0, log
+        out = tmp_path / "killed"
+        status, log = pieces.run(out, "step:4")
+        assert status == -signal.SIGKILL, log
+        assert ckpt.load_checkpoint(out / "last.pt")["global_step"] == 3
+        status, log = pieces.run(out, "never")
+        assert status == 0, log
+    finally:
+        pieces.close()
+    expected = ckpt.load_checkpoint(tmp_path / "straight" / "last.pt")
+    actual = ckpt.load_checkpoint(out / "last.pt")
+    assert actual["global_step"] == expected["global_step"] == 8
+    for key, tensor in expected["model"].items():
+        assert torch.equal(actual["model"][key], tensor), key
