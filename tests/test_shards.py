@@ -372,3 +372,29 @@ def test_killed_mid_epoch_over_http_resumes_to_the_uninterrupted_run(sharded, ht
     assert actual["global_step"] == expected["global_step"] == 8
     for key, tensor in expected["model"].items():
         assert torch.equal(actual["model"][key], tensor), key
+
+
+def test_a_shard_that_fails_twice_is_retried_with_doubling_waits(sharded, monkeypatch):
+    failures: dict[str, int] = {}
+
+    class Flaky(_QuietHandler):
+        def do_GET(self) -> None:
+            failures[self.path] = failures.get(self.path, 0) + 1
+            if self.path.endswith(".tar") and failures[self.path] <= 2:
+                self.send_error(503, "busy")
+                return
+            super().do_GET()
+
+    handler = functools.partial(Flaky, directory=str(sharded["out"]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    waits: list[float] = []
+    monkeypatch.setattr(shards_module.time, "sleep", waits.append)
+    try:
+        index = read_index(f"http://127.0.0.1:{server.server_address[1]}/train.shards.json")
+        samples = list(shards_module._stream_shard(index.shards[0]))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [s.video is not None for s in samples] == [True] * len(index.shards[0])
+    assert waits == [shards_module.RETRY_WAIT_S, 2 * shards_module.RETRY_WAIT_S]

@@ -337,7 +337,7 @@ def _stream_shard(shard: Shard) -> Iterator[_Sample]:
     failures = 0
     while True:
         try:
-            stream = _with_retries(shard.url, lambda: _open(shard.url)) if failures else None
+            stream = _with_retries(shard.url, lambda: _open(shard.url))
             for sample in _samples(shard.url, stream):
                 i = position.get(sample.get("__key__"), -1)
                 if i < done:
@@ -359,10 +359,10 @@ def _stream_shard(shard: Shard) -> Iterator[_Sample]:
         except ShardUnreachableError:
             raise
         except _transport_errors() as err:
-            failures += 1  # a transport error: reopen (with retries), skip what was given
+            failures += 1  # broken mid-way: reopen (with retries), pass over what was given
             if failures > RETRIES:
                 raise ShardUnreachableError(
-                    f"{shard.url}: the shard cannot be read after {failures} tries "
+                    f"{shard.url}: the shard broke off {failures} times while being read "
                     f"({type(err).__name__}: {err}); check the address and the network"
                 ) from None
             time.sleep(RETRY_WAIT_S * 2 ** (failures - 1))
