@@ -144,13 +144,44 @@ def _require(module: str) -> Any:
             f"sharded data needs {module}: pip install 'aim-video[shards]'") from None
 
 
-def _open(url: str):
+class _ReadAhead:
+    """A file read in large chunks: the tar reader asks for 10 KB at a time, and each read of
+    an fsspec stream crosses to fsspec's event-loop thread and back."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.buffer = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.buffer) < size:
+            chunk = self.raw.read(self.CHUNK if size < 0 else max(self.CHUNK, size))
+            if not chunk:
+                break
+            self.buffer += chunk
+        size = len(self.buffer) if size < 0 else min(size, len(self.buffer))
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> _ReadAhead:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _open(url: str) -> _ReadAhead:
     """A binary file object reading `url` front to back (fsspec; HTTP as one stream)."""
     fsspec = _require("fsspec")
     # HTTP: one streaming GET, not a range request per block (many servers do not do ranges).
     options = {"block_size": 0} if url.startswith(("http://", "https://")) else {}
     try:
-        return fsspec.open(url, "rb", **options).open()
+        return _ReadAhead(fsspec.open(url, "rb", **options).open())
     except ImportError as err:  # the store's back-end (s3fs, gcsfs, aiohttp) is missing
         raise ShardsUnavailableError(
             f"{url}: {err} (pip install 'aim-video[s3]' or 'aim-video[gcs]' for object "
