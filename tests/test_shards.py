@@ -398,3 +398,12 @@ def test_a_shard_that_fails_twice_is_retried_with_doubling_waits(sharded, monkey
         server.server_close()
     assert [s.video is not None for s in samples] == [True] * len(index.shards[0])
     assert waits == [shards_module.RETRY_WAIT_S, 2 * shards_module.RETRY_WAIT_S]
+
+
+def test_a_mid_epoch_resume_with_other_slots_is_refused(sharded):
+    dataset, _, _ = _train_set(str(sharded["index"]), 0, 1, workers=2)
+    dataset.check_resume("last.pt", 1, 2, step_in_epoch=3)  # the same slots
+    dataset.check_resume("last.pt", 1, 1, step_in_epoch=0)  # at an epoch's start: any
+    with pytest.raises(DataError, match=r"^last.pt stopped mid-epoch reading shards with 1 "
+                                        r"process\(es\) x 1 loader worker\(s\); resume with"):
+        dataset.check_resume("last.pt", 1, 1, step_in_epoch=3)

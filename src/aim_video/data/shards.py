@@ -545,6 +545,21 @@ class ShardTrainSet(IterableDataset):
                 "smaller shards (--shards) or lower data.num_workers")
         return ShardSampler(self)
 
+    def check_resume(self, checkpoint: str | os.PathLike[str], world_size: int,
+                     num_workers: int, step_in_epoch: int) -> None:
+        """Refuse to resume mid-epoch with other (process, loader worker) slots than the
+        checkpoint's run had: the shares, and so what its first steps trained, would differ.
+
+        Raises:
+            DataError: naming the counts to resume with.
+        """
+        saved = world_size * max(1, num_workers)
+        if step_in_epoch > 0 and saved != self.world_size * self.workers:
+            raise DataError(
+                f"{checkpoint} stopped mid-epoch reading shards with {world_size} process(es) "
+                f"x {max(1, num_workers)} loader worker(s); resume with the same counts "
+                "(data.num_workers), since each epoch deals the shards to those slots")
+
     def set_epoch(self, epoch: int) -> None:
         self._state[0] = epoch
 

@@ -284,6 +284,10 @@ class Trainer:
                 f"{path}: the checkpoint's classes differ from those of {self.cfg.data.train}"
             )
         per_process = state["processes"]
+        if isinstance(self.train_set, ShardTrainSet):  # its epoch order depends on the slots
+            self.train_set.check_resume(path, len(per_process),
+                                        state["config"]["data"]["num_workers"],
+                                        state["step_in_epoch"] % self.steps_per_epoch)
         if len(per_process) != self.env.world_size:
             self._check_world_change(state, path)
         ckpt.restore_model(self.model, state, path)
