@@ -1,8 +1,12 @@
 """Sharded, streamed data (`aim_video.data.shards`): `prepare --shards` writes WebDataset tar
 shards and their index (bad inputs left out, reruns keep finished shards); the index reads the
-same from a local path, file://, HTTP (a server on 127.0.0.1 started here) and fsspec's memory
-filesystem, and a brace pattern gives the same samples; evaluation over HTTP shards counts every
-video once across ranks and gives the local files' predictions."""
+same from a local path, file://, HTTP (a server on 127.0.0.1 started here), fsspec's memory
+filesystem and a local S3 server (moto), and a brace pattern gives the same samples; evaluation
+over HTTP shards counts every video once across ranks and gives the local files' predictions;
+training reads every sample once per epoch across ranks and loader workers, the same steps on
+every rank, equal over HTTP and from local shards, resumes mid-epoch (after SIGKILL too) to the
+uninterrupted run's tensors; corrupt samples and truncated shards are bad files, unreachable
+shards are retried with doubling waits, then one line."""
 
 from __future__ import annotations
 
@@ -152,6 +156,11 @@ def test_index_reads_the_same_everywhere(sharded, http_root, synthetic):
         assert [(s.keys, s.labels, s.start) for s in index.shards] == expected, source
         assert index.class_names == local.class_names
         assert index.shards[1].url == source.rsplit("/", 1)[0] + "/train-000001.tar"
+        # The shards stream from there byte for byte.
+        streamed = [(s.id, s.video) for s in shards_module._stream_shard(index.shards[1])]
+        assert streamed == [(s.id, s.video) for s in shards_module._stream_shard(
+            local.shards[1])]
+        assert all(video for _, video in streamed)
     last = len(local.shards) - 1
     pattern = read_index(f"{http_root}/train-{{000000..{last:06d}}}.tar",
                          str(synthetic / "classes.txt"))
@@ -407,3 +416,35 @@ def test_a_mid_epoch_resume_with_other_slots_is_refused(sharded):
     with pytest.raises(DataError, match=r"^last.pt stopped mid-epoch reading shards with 1 "
                                         r"process\(es\) x 1 loader worker\(s\); resume with"):
         dataset.check_resume("last.pt", 1, 1, step_in_epoch=3)
+
+
+def test_shards_in_an_s3_store_read_as_local_ones(sharded, monkeypatch):
+    # A local S3-compatible server (moto); the endpoint and the credentials come from the
+    # environment, where the store's client looks, as a user's would.
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1",
+                           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
+            monkeypatch.setenv(key, value)
+        store = fsspec.filesystem("s3", skip_instance_cache=True)
+        store.mkdir("clips")
+        for path in sharded["out"].glob("train*"):
+            if path.suffix in (".tar", ".json"):
+                store.pipe(f"clips/k/{path.name}", path.read_bytes())
+        fsspec.filesystem("s3").invalidate_cache()
+        _, sampler, loader = _train_set("s3://clips/k/train.shards.json", 0, 1, workers=0)
+        sampler.set_epoch(1)
+        remote = list(loader)
+    finally:
+        server.stop()
+    _, sampler, loader = _train_set(str(sharded["index"]), 0, 1, workers=0)
+    sampler.set_epoch(1)
+    local = list(loader)
+    assert len(remote) == len(local) == 4
+    for a, b in zip(remote, local, strict=True):
+        assert torch.equal(a.index, b.index) and torch.equal(a.video, b.video)
