@@ -448,3 +448,14 @@ def test_shards_in_an_s3_store_read_as_local_ones(sharded, monkeypatch):
     assert len(remote) == len(local) == 4
     for a, b in zip(remote, local, strict=True):
         assert torch.equal(a.index, b.index) and torch.equal(a.video, b.video)
+
+
+def test_bad_samples_are_replaced_the_same_in_a_resumed_epoch(damaged):
+    source = str(damaged["index"])
+    _, sampler, loader = _train_set(source, 0, 1, workers=2)
+    whole = [(b.index.tolist(), b.skipped) for b in (sampler.set_epoch(2) or loader)]
+    assert sum(len(skipped) for _, skipped in whole) == 2  # the corrupt and the missing one
+    for consumed in range(1, len(whole)):
+        _, sampler, loader = _train_set(source, 0, 1, workers=2)
+        sampler.set_epoch(2, consumed * 2)
+        assert [(b.index.tolist(), b.skipped) for b in loader] == whole[consumed:]

@@ -32,9 +32,10 @@ Reading streams each shard once, front to back (tar members through webdataset's
 
 Faults: a sample that does not decode, or the samples missing from a truncated shard, are bad
 files (named ``SHARD#KEY`` or by the shard, with the reason); in training each is replaced by
-the worker's last good sample (by its next one at the start of its stream) so that batch counts
-stay put. A shard that cannot be opened or read is retried `RETRIES` times with doubling waits,
-then the run stops with one line naming its address.
+the worker's next good sample (its last one at the end of its stream), so that batch counts
+stay put and a resumed epoch makes the same replacements (unless every sample a worker has
+left after the resume point is bad). A shard that cannot be opened or read is retried
+`RETRIES` times with doubling waits, then the run stops with one line naming its address.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ from aim_video.data.dataset import (
 )
 from aim_video.data.decode import VideoDecodeError
 from aim_video.errors import UserError
-from aim_video.files import write_atomic, write_text_atomic
+from aim_video.files import remove_temp_files, write_atomic, write_text_atomic
 
 INDEX_SUFFIX = ".shards.json"
 INDEX_FORMAT = "aim-video shards 1"  # the index's "format" field: what wrote it, which version
@@ -382,7 +383,9 @@ def _stream_shard(shard: Shard) -> Iterator[_Sample]:
                 done += 1
             break
         except (tarfile.TarError, EOFError) as err:
-            reason = f"truncated or corrupt shard ({type(err).__name__}: {err})"
+            # webdataset appends " @ <the file object>" to the message: no use to anyone.
+            detail = str(err).split(" @ ", 1)[0]
+            reason = f"truncated or corrupt shard ({type(err).__name__}: {detail})"
             while done < len(shard):
                 yield _missing(shard, done, reason)
                 done += 1
@@ -517,7 +520,6 @@ class ShardTrainSet(IterableDataset):
         self.decoder = _Decoder(index.class_names, cfg, "train")
         self.class_names = list(index.class_names)
         self.train_transform = self.decoder.train_transform
-        self.records = index.records()
         # epoch, batches of this rank already consumed; shared so persistent workers see it
         self._state = torch.zeros(2, dtype=torch.int64).share_memory_()
         self.rank, self.world_size, self.seed, self.batch_size = 0, 1, 0, 1
@@ -624,6 +626,8 @@ class ShardTrainSet(IterableDataset):
         limit = per_worker * self.batch_size
         items: list[TrainItem] = []
         last_good: TrainItem | None = None
+        # Bad samples wait for the next good one, which stands in for each of them: a rule
+        # that looks forward only, so a resumed epoch replaces them as the first run did.
         pending: list[tuple[str, str]] = []
         for n, sample in enumerate(self._slot_samples(dealt[slot], target, epoch, slot)):
             if n >= limit:
@@ -633,22 +637,23 @@ class ShardTrainSet(IterableDataset):
             try:
                 item = self.decoder.train_item(sample, epoch)
             except VideoDecodeError as err:
-                if last_good is None:
-                    pending.append((err.path, err.reason))
-                    continue
-                item = replace(last_good, skipped=[(err.path, err.reason)])
-            else:
-                last_good = item
-                for entry in pending:  # bad samples before the first good one
-                    items.append(replace(item, skipped=[entry]))
-                pending = []
+                pending.append((err.path, err.reason))
+                continue
+            last_good = item
+            items.extend(replace(item, skipped=[entry]) for entry in pending)
+            pending = []
             items.append(item)
             while len(items) >= self.batch_size:
                 yield collate(items[: self.batch_size])
                 items = items[self.batch_size :]
-        if pending:
+        if pending and last_good is None:
             raise DataError(f"{self.source}: no sample of this worker's shards decodes; "
                             f"the first: {pending[0][0]}: {pending[0][1]}")
+        # Bad samples at the very end: the last good one stands in for them.
+        items.extend(replace(last_good, skipped=[entry]) for entry in pending)
+        while len(items) >= self.batch_size:
+            yield collate(items[: self.batch_size])
+            items = items[self.batch_size :]
         if items and not self.drop_last:
             yield collate(items)
 
@@ -780,20 +785,20 @@ def scan_shards(source: str, class_names: str | Sequence[str] | None = None,
     report = ScanReport()
     with tqdm(total=len(index.shards), desc="check-data", unit="shard", disable=not progress,
               file=sys.stderr) as bar:
+        def add(results: Iterable[list[tuple[str, str | None]]]) -> None:
+            for shard_results in results:
+                for name, reason in shard_results:
+                    if reason is None:
+                        report.good += 1
+                    else:
+                        report.bad.append(BadEntry(name, reason))
+                bar.update()
+
         if workers <= 1 or len(index.shards) <= 1:
-            results = map(_check_shard, index.shards)
+            add(map(_check_shard, index.shards))
         else:
-            pool = process_pool(min(workers, len(index.shards)))
-            results = pool.map(_check_shard, index.shards)
-        for shard_results in results:
-            for name, reason in shard_results:
-                if reason is None:
-                    report.good += 1
-                else:
-                    report.bad.append(BadEntry(name, reason))
-            bar.update()
-        if workers > 1 and len(index.shards) > 1:
-            pool.shutdown()
+            with process_pool(min(workers, len(index.shards))) as pool:
+                add(pool.map(_check_shard, index.shards))
     return report
 
 
@@ -904,6 +909,7 @@ def write_shards(
         shard_keys = [keys[order[j]] for j in members]
         wanted = sorted(f"{key}.{ext}" for key in shard_keys for ext in (META_EXT, VIDEO_EXT))
         if sorted(_members(shard) or []) != wanted:
+            remove_temp_files(out, shard.name)  # what a killed run left of it
             write_shard(shard, contents(members))
             report.written += 1
         size = shard.stat().st_size
