@@ -459,3 +459,26 @@ def test_bad_samples_are_replaced_the_same_in_a_resumed_epoch(damaged):
         _, sampler, loader = _train_set(source, 0, 1, workers=2)
         sampler.set_epoch(2, consumed * 2)
         assert [(b.index.tolist(), b.skipped) for b in loader] == whole[consumed:]
+
+
+def test_two_processes_on_uneven_http_shards_run_the_same_steps(sharded, http_root, synthetic,
+                                                                 backbone, tmp_path):
+    # Three shards of 2, 2 and 1 videos for 2 processes: the shares hold 3 and 2 videos (the
+    # smaller one repeats one), so both run 2 steps of 2; evaluation over the same shards
+    # counts each of the 5 videos once (rank 0 reads two shards, rank 1 one).
+    from test_engine_train import _ddp_worker, _free_port
+
+    index = json.loads(sharded["index"].read_text())
+    pairs = [e for e in index["shards"] if e["samples"] == 2][:2]
+    single = [e for e in index["shards"] if e["samples"] == 1][:1]
+    index["shards"] = [dict(e, url=f"{http_root}/{e['url']}") for e in pairs + single]
+    (tmp_path / "uneven.shards.json").write_text(json.dumps(index))
+    source = str(tmp_path / "uneven.shards.json")
+    cfg = tiny_config(synthetic, tmp_path / "run", backbone, optim__epochs=1, data__train=source,
+                      data__val=source, eval__splits=["val"], train__plots=False)
+    torch.multiprocessing.start_processes(_ddp_worker, args=(2, _free_port(), cfg, tmp_path),
+                                          nprocs=2, join=True, start_method="fork")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["steps"] for r in ranks] == [2, 2]
+    final = json.loads((tmp_path / "run" / "eval_val" / "metrics.json").read_text())
+    assert final["num_videos"] == 5 and final["num_bad"] == 0
