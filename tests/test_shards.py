@@ -89,6 +89,14 @@ def test_parse_size():
             parse_size(bad)
 
 
+def test_prepare_refuses_a_bad_shard_size(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", str(tmp_path / "list.txt"), "--out", str(tmp_path), "--shards", "1XB"])
+    assert exit_info.value.code == 2
+    assert "--shards: '1XB' is not a size: give e.g. 1GB" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_plan_and_deal():
     assert plan_shards([4, 4, 4, 9, 1], 8) == [range(0, 2), range(2, 3), range(3, 4), range(4, 5)]
     # Each shard to the slot holding fewest samples (ties: lowest slot).

@@ -436,18 +436,23 @@ class _Decoder(VideoDataset):
     def __init__(self, class_names: Sequence[str], cfg: DataConfig, mode: Mode) -> None:
         super().__init__(Annotations([], list(class_names)), cfg, mode)
         self._scratch: str | None = None
+        self._owner = 0  # the process that made the scratch file
 
     def _file(self, data: bytes) -> str:
-        if self._scratch is None:  # per process: loader workers each have their own
+        # One file per process: a loader worker forked after this process made its file
+        # would otherwise write into the same one.
+        if self._scratch is None or self._owner != os.getpid():
             folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
-            handle, self._scratch = tempfile.mkstemp(suffix=f".{VIDEO_EXT}", dir=folder)
+            handle, self._scratch = tempfile.mkstemp(prefix="aim-video-", suffix=f".{VIDEO_EXT}",
+                                                     dir=folder)
             os.close(handle)
+            self._owner = os.getpid()
         with open(self._scratch, "wb") as f:
             f.write(data)
         return self._scratch
 
     def __del__(self) -> None:
-        if getattr(self, "_scratch", None):
+        if getattr(self, "_scratch", None) and self._owner == os.getpid():
             with suppress(OSError):
                 os.unlink(self._scratch)
 
@@ -508,9 +513,10 @@ def _worker() -> tuple[int, int]:
 class ShardTrainSet(IterableDataset):
     """Training batches streamed from shards (see the module docstring).
 
-    Built by `open_shard_dataset`; `sampler(...)` gives the object the trainer keeps as its
-    sampler (`set_epoch(epoch, skip)`, `per_process`) and `batches()` what its loader reads.
-    Iterating yields `TrainBatch`es collated in the loader's workers.
+    Built by `open_shard_dataset`; `configure(...)` fixes the process's place and the batch
+    size and gives the object the trainer keeps as its sampler (`set_epoch(epoch, skip)`,
+    `per_process`); `batches()` is what its loader reads (batch_size=None): `TrainBatch`es
+    collated in the loader's workers.
     """
 
     def __init__(self, index: ShardIndex, cfg: DataConfig, source: str) -> None:
