@@ -182,6 +182,8 @@ def test_bad_index_is_one_line(tmp_path, http_root, monkeypatch):
     not_index.write_text('{"format": "something else"}')
     with pytest.raises(DataError, match=r"x.shards.json: not a readable shard index"):
         read_index(str(not_index))
+    with pytest.raises(DataError, match=r"its classes differ from data.class_names \(a list\)"):
+        read_index(f"{http_root}/train.shards.json", ["a", "b"])
     monkeypatch.setattr(shards_module, "RETRY_WAIT_S", 0.0)
     with pytest.raises(DataError, match=rf"^{http_root}/missing.shards.json: the shard index "
                                         "cannot be read after 5 tries"):

@@ -302,12 +302,16 @@ def read_index(source: str, class_names: str | Sequence[str] | None = None) -> S
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise DataError(f"{source}: not a readable shard index ({err}); write one with "
                             "`aim-video prepare ... --shards SIZE`") from None
+        if class_names is not None and _names(class_names) != names:
+            # Labels are indices into the index's own names: others would rename classes.
+            raise DataError(f"{source}: its classes differ from data.class_names "
+                            f"({class_names if isinstance(class_names, str) else 'a list'}); "
+                            "an index names its own classes: drop data.class_names")
     else:
         if class_names is None:
             raise DataError(f"{source}: a pattern of shards needs data.class_names (the "
                             "shards' classes.txt), or give its .shards.json index instead")
-        names = (load_class_names(class_names) if isinstance(class_names, (str, os.PathLike))
-                 else list(class_names))
+        names = _names(class_names)
         urls = expand_pattern(source)
         entries = [_scan(url) for url in urls]
     index = ShardIndex(source, _shards(urls, entries), tuple(names))
@@ -319,6 +323,12 @@ def read_index(source: str, class_names: str | Sequence[str] | None = None) -> S
     if index.num_samples == 0:
         raise DataError(f"{source}: no samples in its shards")
     return index
+
+
+def _names(class_names: str | os.PathLike[str] | Sequence[str]) -> list[str]:
+    if isinstance(class_names, (str, os.PathLike)):
+        return load_class_names(class_names)
+    return [str(name) for name in class_names]
 
 
 def _scan(url: str) -> tuple[list[str], list[int]]:
