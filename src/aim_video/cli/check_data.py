@@ -8,7 +8,8 @@ import sys
 
 from aim_video.cli.arguments import non_negative_int
 from aim_video.data.annotations import FORMATS, load_annotations
-from aim_video.data.check import scan
+from aim_video.data.check import ScanReport, scan
+from aim_video.data.shards import is_shard_source, scan_shards
 from aim_video.data.decode import BACKENDS
 
 
@@ -33,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_shard_source(args.annotation):  # a shard index (path or URL) or a brace pattern
+        report = scan_shards(args.annotation, args.class_names, args.workers,
+                             progress=sys.stderr.isatty())
+        return _print_report(report, args.json)
     annotations = load_annotations(
         args.annotation, args.format, root=args.root, class_names=args.class_names
     )
@@ -43,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         frame_template=args.frame_template,
     )
-    if args.json:
+    return _print_report(report, args.json)
+
+
+def _print_report(report: ScanReport, as_json: bool) -> int:
+    if as_json:
         print(json.dumps(report.to_dict()))
     else:
         for entry in report.bad:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from aim_video.cli.arguments import non_negative_int, positive_int
-from aim_video.data.annotations import FORMATS, detect_format, load_annotations
+from aim_video.data.annotations import FORMATS, Annotations, detect_format, load_annotations
 from aim_video.data.decode import BACKENDS
 from aim_video.data.prepare import (
     BAD_INPUTS_FILE,
@@ -16,7 +16,9 @@ from aim_video.data.prepare import (
     PrepareError,
     PrepareReport,
     prepare_dataset,
+    target_paths,
 )
+from aim_video.data.shards import parse_size, write_shards
 from aim_video.errors import UserError
 
 
@@ -55,8 +57,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--list-name", default=None,
                    help="file name of the prepared list in DIR (default: ANNOTATION's name "
                    "with .txt; UCF101/HMDB51 split files: with _list.txt)")
+    p.add_argument("--shards", default=None, metavar="SIZE", type=_size,
+                   help="also pack the prepared videos into tar shards of about SIZE (e.g. "
+                   "1GB) in the WebDataset layout, with an index NAME.shards.json to train from "
+                   "(local, over HTTP or from an object store)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _list_name(args: argparse.Namespace) -> str:
@@ -91,7 +104,24 @@ def run(args: argparse.Namespace) -> int:
         frame_template=args.frame_template,
     )
     _print_report(report, Path(args.out))
+    if args.shards is not None:
+        _pack(annotations, report, Path(args.out), Path(list_name).stem, args.shards)
     return 0
+
+
+def _pack(annotations: Annotations, report: PrepareReport, out: Path, name: str,
+          size: int) -> None:
+    """The prepared videos (bad inputs left out) into shards and their index."""
+    bad = {entry.path for entry in report.bad}
+    targets = target_paths([record.path for record in annotations.records], out)
+    samples = [(str(target), record.path, record.label)
+               for record, target in zip(annotations.records, targets, strict=True)
+               if record.path not in bad]
+    shards = write_shards(samples, annotations.class_names, out, name, size)
+    print(f"{shards.samples} videos in {shards.shards} shards ({shards.written} written now), "
+          f"{shards.bytes / 1e6:.1f} MB; index {shards.index_file}")
+    print(f"train with: data.train={shards.index_file} (or its URL where the folder is served; "
+          "shards are named relative to it)")
 
 
 def _print_report(report: PrepareReport, out: Path) -> None:

@@ -152,6 +152,9 @@ class DataConfig:
     # (the loader ships uint8 crops, 4x fewer bytes); None: on when training on a GPU.
     device_augment: bool | None = None
     seed: int = 0  # base of every random draw: (seed, epoch, index) fixes a sample
+    # Sharded data (data.train=NAME.shards.json): encoded videos each loader worker holds to
+    # shuffle within (its memory: this times a video's size)
+    shuffle_buffer: int = 64
 
     def __post_init__(self) -> None:
         # YAML gives lists and string keys; normalise so equal configs compare equal.
@@ -208,6 +211,8 @@ class DataConfig:
         low, high = self.ratio_range
         if not 0.0 < low <= high:
             raise ValueError(f"data.ratio_range must be 0 < min <= max, got {self.ratio_range}")
+        if self.shuffle_buffer < 1:
+            raise ValueError(f"data.shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
         for name in ("randaugment_n", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
@@ -615,7 +620,9 @@ def collate(items: Sequence[TrainItem] | Sequence[ViewsItem]) -> TrainBatch | Vi
 def build_dataset(cfg: DataConfig, split: Literal["train", "val", "test"]) -> VideoDataset:
     """The dataset of `split`, its annotations loaded from `cfg.<split>`.
 
-    "train" gives a training dataset; "val" and "test" give test-mode datasets.
+    "train" gives a training dataset; "val" and "test" give test-mode datasets. A shard index
+    or pattern (`aim_video.data.shards.is_shard_source`) gives the streamed `ShardTrainSet` or
+    `ShardViewsSet` instead.
 
     Raises:
         DataError: the list file or `cfg.root` does not exist, or none of the first videos
@@ -626,13 +633,17 @@ def build_dataset(cfg: DataConfig, split: Literal["train", "val", "test"]) -> Vi
     path = getattr(cfg, split)
     if path is None:
         raise DataError(f"no annotation file for the {split} split: set data.{split}")
+    mode: Mode = "train" if split == "train" else "test"
+    from aim_video.data import shards  # imports this module
+
+    if shards.is_shard_source(path):  # an index of tar shards, local or at a URL
+        return shards.open_shard_dataset(cfg, str(path), mode, f"data.{split}")
     if not Path(path).exists():
         raise DataError(f"data.{split}: {path}: no such annotation file")
     if cfg.root is not None and not Path(cfg.root).is_dir():
         raise DataError(f"data.root: {cfg.root}: no such folder")
     annotations = load_annotations(path, cfg.format, cfg.root, cfg.class_names)
     _check_videos_exist(annotations.records, cfg, f"data.{split} ({path})")
-    mode: Mode = "train" if split == "train" else "test"
     return VideoDataset(annotations, cfg, mode=mode, source=f"data.{split} ({path})")
 
 

@@ -415,10 +415,10 @@ def with_absolute_paths(cfg: RunConfig) -> RunConfig:
 
     Without `data.root`, relative video paths are read from the working folder, so that folder
     becomes the root: the saved config then means the same from anywhere. Class names given as
-    a list and unset paths stay as they are.
+    a list, URLs (sharded data: http://, s3://) and unset paths stay as they are.
     """
     paths = {key: os.path.abspath(os.path.expanduser(value)) for key in PATH_KEYS
-             if isinstance(value := _get(cfg, key), str)}
+             if isinstance(value := _get(cfg, key), str) and "://" not in value}  # URLs stay
     if cfg.data.root is None:
         paths["data.root"] = os.getcwd()
     return with_paths(cfg, paths)

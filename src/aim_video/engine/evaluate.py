@@ -32,11 +32,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Subset
 from tqdm import tqdm
 
 from aim_video.data.annotations import load_annotations
 from aim_video.data.dataset import DataConfig, VideoDataset, ViewsBatch
+from aim_video.data.shards import ShardViewsSet, is_shard_source, open_shard_dataset, rank_subset
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import ConfigError, RunConfig, config_to_dict, with_views
 from aim_video.engine.distributed import (
@@ -164,7 +164,7 @@ def run_model(
     """
     device = next(model.parameters()).device
     views_model = ViewsModel(model, device, dtype, cfg.eval.views_chunk)
-    loader = views_loader(Subset(dataset, indices), cfg.eval.batch_size, cfg.data.num_workers,
+    loader = views_loader(rank_subset(dataset, indices), cfg.eval.batch_size, cfg.data.num_workers,
                           device)
     results: list[VideoResult] = []
 
@@ -281,6 +281,8 @@ def eval_dataset(data: DataConfig, split: Split) -> VideoDataset:
     path = getattr(data, split)
     if path is None:
         raise ConfigError(f"no annotation file for the {split} split: set data.{split}")
+    if is_shard_source(path):  # streamed from tar shards: each rank reads its own shards
+        return open_shard_dataset(data, str(path), "test", f"data.{split}")
     annotations = load_annotations(path, data.format, data.root, data.class_names)
     return VideoDataset(annotations, data, mode="test")
 
@@ -303,7 +305,9 @@ def _evaluate_shards(
     was_training = model.training
     model.eval()
     try:
-        mine = run_model(model, dataset, shard_indices(len(dataset), env), cfg,
+        indices = (dataset.rank_indices(env.rank, env.world_size)
+                   if isinstance(dataset, ShardViewsSet) else shard_indices(len(dataset), env))
+        mine = run_model(model, dataset, indices, cfg,
                          autocast_dtype(cfg.train.precision, device), progress and env.is_main,
                          on_batch=on_batch)
     finally:

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from aim_video.data.dataset import DeviceAugment, TrainBatch, build_dataset, collate
+from aim_video.data.shards import ShardTrainSet
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import (
     ConfigError,
@@ -194,7 +195,11 @@ class Trainer:
         self.class_names = list(self.train_set.class_names)
         self.has_val = cfg.data.val is not None
         self.model = self._build_model()
-        self.sampler = EpochSampler(len(self.train_set), env, cfg.train.seed)
+        if isinstance(self.train_set, ShardTrainSet):  # streamed: shards dealt to the workers
+            self.sampler = self.train_set.configure(env.rank, env.world_size, cfg.train.seed,
+                                                    cfg.optim.batch_size, cfg.train.compile)
+        else:
+            self.sampler = EpochSampler(len(self.train_set), env, cfg.train.seed)
         self.loader = self._build_loader()
         if len(self.loader) == 0:
             raise ConfigError(
@@ -232,6 +237,13 @@ class Trainer:
 
     def _build_loader(self) -> DataLoader:
         workers = self.cfg.data.num_workers
+        if isinstance(self.train_set, ShardTrainSet):  # its workers collate their own batches
+            return DataLoader(
+                self.train_set.batches(), batch_size=None, num_workers=workers,
+                pin_memory=self.env.device.type == "cuda", persistent_workers=workers > 0,
+                worker_init_fn=functools.partial(loader_worker_init, parent=os.getpid()),
+                generator=torch.Generator().manual_seed(self.cfg.train.seed),
+            )
         return DataLoader(
             self.train_set,
             batch_size=self.cfg.optim.batch_size,
@@ -276,6 +288,10 @@ class Trainer:
                 f"{path}: the checkpoint's classes differ from those of {self.cfg.data.train}"
             )
         per_process = state["processes"]
+        if isinstance(self.train_set, ShardTrainSet):  # its epoch order depends on the slots
+            self.train_set.check_resume(path, len(per_process),
+                                        state["config"]["data"]["num_workers"],
+                                        state["step_in_epoch"] % self.steps_per_epoch)
         if len(per_process) != self.env.world_size:
             self._check_world_change(state, path)
         ckpt.restore_model(self.model, state, path)
