@@ -18,7 +18,8 @@ from aim_video.cli import main
 from aim_video.data.dataset import build_eval_transform
 from aim_video.data.decode import open_video
 from aim_video.data.sampling import dense_test_indices
-from aim_video.predictor import Predictor, collect_inputs
+from aim_video.data.sources import collect_inputs
+from aim_video.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -10,3 +10,9 @@ from __future__ import annotations
 
 class UserError(Exception):
     """A problem in the user's input: one line, naming the file, key or device, no traceback."""
+
+
+class OutputFailed(Exception):
+    """An output that could not be produced although the user asked for nothing wrong: it
+    failed its own verification (an ONNX file whose onnxruntime logits differ from PyTorch's).
+    The command line exits 3, as for an output that cannot be written."""

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from aim_video.data.annotations import load_annotations
 from aim_video.data.dataset import NORMALIZATIONS, DataConfig, VideoDataset, collate
+from aim_video.data.sources import list_root
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import ConfigError, RunConfig, config_to_dict, with_views
 from aim_video.engine.distributed import (
@@ -291,7 +292,8 @@ def eval_dataset(data: DataConfig, split: Split) -> VideoDataset:
     path = getattr(data, split)
     if path is None:
         raise ConfigError(f"no annotation file for the {split} split: set data.{split}")
-    annotations = load_annotations(path, data.format, data.root, data.class_names)
+    annotations = load_annotations(path, data.format, list_root(path, data.root),
+                                   data.class_names)
     return VideoDataset(annotations, data, mode="test")
 
 
