@@ -164,3 +164,34 @@ def test_predict_refuses_mixed_runtime_options(exported, capsys):
     for args, message in cases.items():
         assert main(["predict", str(exported["video"]), *args]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_timeline_on_onnxruntime_gives_the_checkpoints_windows(exported, tmp_path, capsys):
+    def timeline(name: str, *args: str) -> tuple[dict, dict]:
+        out = tmp_path / name
+        assert main(["timeline", str(exported["video"]), "--json", "--no-plot", "--no-progress",
+                     "--stride", "0.5", "--threshold", "0", "--out", str(out), *args]) == 0
+        return json.loads(capsys.readouterr().out), json.loads((out / "timeline.json").read_text())
+
+    summary, from_file = timeline("onnx", "--runtime", "onnx", "--model", str(exported["out"]))
+    _, from_checkpoint = timeline("torch", "--checkpoint", str(exported["checkpoint"]))
+    assert summary["windows"] == len(from_file["windows"]) > 1
+    assert summary["video"] == str(exported["video"].absolute())
+    for mine, theirs in zip(from_file["windows"], from_checkpoint["windows"], strict=True):
+        assert (mine["start"], mine["end"]) == (theirs["start"], theirs["end"])
+        assert [t["class"] for t in mine["top"]] == [t["class"] for t in theirs["top"]]
+        np.testing.assert_allclose([t["prob"] for t in mine["top"]],
+                                   [t["prob"] for t in theirs["top"]], atol=TOLERANCE)
+
+
+def test_export_json_says_what_the_text_says(exported, tmp_path, monkeypatch, capsys):
+    # The traced file is reused (tracing again would take seconds).
+    monkeypatch.setattr(export_module, "export_onnx",
+                        lambda model, path, metadata: path.write_bytes(exported["out"].read_bytes()))
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--checkpoint", str(exported["checkpoint"]), "--out", str(out),
+                 "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["path"] == str(out) and printed["bytes"] == out.stat().st_size
+    assert printed["classes"] == len(CLASSES) and printed["max_abs_diff"] <= TOLERANCE
+    assert printed["verify_batch"] != EXPORT_BATCH

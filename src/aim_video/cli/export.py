@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "file's metadata, so it alone is enough to predict (aim-video predict --runtime "
             "onnx). Before the file appears, onnxruntime's logits are compared with PyTorch's "
             "on a seeded random clip at another batch size; the command prints the largest "
-            "difference and fails if it is above 1e-4 (no file is written then; exit status 3). Needs pip install 'aim-video[export]'."
+            "difference and fails if it is above 1e-4 (no file is written then; exit status "
+            "3). Needs pip install 'aim-video[export]'."
         ),
     )
     arguments.add(parser, "checkpoint", required=True)
