@@ -104,6 +104,12 @@ def test_bad_files_in_the_middle_of_a_list_are_reported_and_counted(files, tmp_p
     unreadable = [line for line in err.splitlines() if "unreadable:" in line]
     assert len(unreadable) == 3 and all("aim-video predict: unreadable: " in u for u in unreadable)
     assert "3 unreadable" in err
+    # The same summary as one JSON object on stdout; nothing new to predict on a rerun.
+    assert main(["predict", str(listing), "--checkpoint", str(files["checkpoint"]),
+                 "--out", str(out), "--workers", "0", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == {
+        "predicted": 0, "already_done": 6, "unreadable": 3, "unreadable_earlier": 3,
+        "out": str(out)}
     # All good: exit status 0.
     assert main(["predict", str(files["v0"]), "--checkpoint", str(files["checkpoint"]),
                  "--out", str(tmp_path / "good.jsonl"), "--workers", "0"]) == 0

@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arguments.add_model(parser)
     arguments.add(parser, "top_k", "batch_size", "workers", "no_progress", "json")
     parser.add_argument("--out", metavar="RESULTS.jsonl",
-                        help="append one JSON object per input (path, ok, top, error)")
+                        help="append one JSON object per input (path, ok, top, error); the "
+                             "summary (or with --json, its JSON object) then says how many")
     parser.set_defaults(func=run)
 
 
@@ -88,9 +89,14 @@ def run(args: argparse.Namespace) -> int:
             results.close()
     if results is not None:
         total = failed + earlier_failures
-        print(f"{len(todo)} predicted, {len(videos) - len(todo)} already in {args.out}, "
-              f"{total} unreadable" + (f" ({earlier_failures} in earlier runs)"
-                                       if earlier_failures else ""), file=sys.stderr)
+        if args.json:
+            print(json.dumps({"predicted": len(todo), "already_done": len(videos) - len(todo),
+                              "unreadable": total, "unreadable_earlier": earlier_failures,
+                              "out": args.out}))
+        else:
+            print(f"{len(todo)} predicted, {len(videos) - len(todo)} already in {args.out}, "
+                  f"{total} unreadable" + (f" ({earlier_failures} in earlier runs)"
+                                           if earlier_failures else ""), file=sys.stderr)
         return 1 if total else 0
     _print(printed, args.json)
     if failed:
