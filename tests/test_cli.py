@@ -222,6 +222,8 @@ def test_every_number_is_checked_when_the_command_line_is_read(argv, capsys):
 @pytest.mark.parametrize("argv, says", [
     (["timeline", "v.mp4", "--checkpoint", "c.pt", "--views", "3x1"], "a window is one clip"),
     (["eval", "--checkpoint", "a.pt", "--checkpoint", "b.pt"], "give exactly one (got 2)"),
+    (["extract", "v.mp4", "--checkpoint", "a.pt", "--checkpoint", "b.pt", "--out", "o"],
+     "give exactly one (got 2)"),
     (["predict", "v.mp4"], "--checkpoint is required"),
     (["predict", "v.mp4", "--runtime", "onnx", "--checkpoint", "c.pt"], "--runtime torch"),
     (["predict", "v.mp4", "--checkpoint", "c.pt", "--model", "m.onnx"], "--runtime onnx"),
@@ -235,14 +237,18 @@ def test_flags_that_do_not_go_together_are_one_line(argv, says, capsys):
 
 @pytest.mark.parametrize("command, kind", [("predict", "folder"), ("export", "folder"),
                                            ("timeline", "file"), ("extract", "file"),
-                                           ("eval", "file")])
+                                           ("eval", "file"), ("train", "file"),
+                                           ("prepare", "file"), ("demo", "file")])
 def test_an_out_of_the_wrong_kind_is_refused_before_any_work(command, kind, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir() if kind == "folder" else out.write_text("mine")
-    # The checkpoint does not exist: the output is checked first.
-    argv = {"predict": ["predict", "v.mp4"], "timeline": ["timeline", "v.mp4"],
-            "extract": ["extract", "v.mp4"], "export": ["export"], "eval": ["eval"]}[command]
-    assert main([*argv, "--checkpoint", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
+    # The checkpoint (config, list) does not exist: the output is checked first.
+    none = ["--checkpoint", str(tmp_path / "none.pt")]
+    argv = {"predict": ["predict", "v.mp4", *none], "timeline": ["timeline", "v.mp4", *none],
+            "extract": ["extract", "v.mp4", *none], "export": ["export", *none],
+            "eval": ["eval", *none], "train": ["train", "--config", str(tmp_path / "none.yaml")],
+            "prepare": ["prepare", str(tmp_path / "none.txt")], "demo": ["demo"]}[command]
+    assert main([*argv, "--out", str(out)]) == 2
     line = _one_error_line(capsys.readouterr().err, command)
     assert f"--out {out}: is a {kind}" in line
     assert out.is_dir() or out.read_text() == "mine"

@@ -85,9 +85,10 @@ def views(text: str) -> str:
 SHARED: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "checkpoint": (("--checkpoint",), dict(
         action="append", metavar="PATH",
-        help="last.pt / best.pt of a run. predict, timeline and extract take it repeated, for "
-             "several tasks trained on one backbone: the backbone is loaded once and every "
-             "input decoded once, each task named by its run folder; eval and export take one")),
+        help="last.pt / best.pt of a run. predict and timeline take it repeated, for several "
+             "tasks trained on one backbone: the backbone is loaded once and every input "
+             "decoded once, each task named by its run folder; eval, export and extract (each "
+             "task's adapters give their own features) take one")),
     "pretrained": (("--pretrained",), dict(
         metavar="PATH",
         help="image backbone weights, e.g. OpenAI CLIP ViT-B-16.pt; with a checkpoint, only "
@@ -178,7 +179,7 @@ def add_model(parser: argparse.ArgumentParser) -> None:
 
 
 def one_checkpoint(args: argparse.Namespace) -> str:
-    """The single --checkpoint of eval and export (the flag is repeatable in the grammar)."""
+    """The single --checkpoint of eval, export and extract (repeatable in predict, timeline)."""
     given = args.checkpoint or []
     if len(given) != 1:
         raise UserError(f"--checkpoint: give exactly one (got {len(given)})")

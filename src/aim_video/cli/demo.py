@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [name for name in variants or () if name not in VARIANTS]
     if unknown:  # before any work
         raise UserError(f"unknown demo variants {unknown}; choose from {list(VARIANTS)}")
+    arguments.check_out(args.out, "folder")
     from aim_video.demo import run_demo
 
     report = run_demo(args.out, quick=args.quick, progress=not args.no_progress,

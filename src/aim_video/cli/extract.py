@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from aim_video.outputs import FeatureStore
 
     arguments.check_out(args.out, "folder")
+    if args.checkpoint:
+        arguments.one_checkpoint(args)
     if not args.windows and (args.window is not None or args.stride is not None):
         raise UserError("--window and --stride cut videos into windows: add --windows")
     predictor = arguments.predictor_from_args(args, backbone_only=True)

@@ -46,6 +46,7 @@ def _frame_side(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    arguments.check_out(args.out, "folder")
     pairs = args.pairs.split(",") if args.pairs else None
     try:
         class_names(args.task, pairs)  # unknown or repeated pair names, before any work

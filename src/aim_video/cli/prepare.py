@@ -68,6 +68,7 @@ def _list_name(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    arguments.check_out(args.out, "folder")
     try:
         settings = EncodeSettings(args.short_side, args.gop, args.crf, args.preset)
     except ValueError as err:  # an impossible --short-side / --crf

@@ -57,6 +57,7 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from aim_video.engine.train import train  # the heavy imports only when training
 
+    arguments.check_out(args.out, "folder")
     result = train(load_config(args.config, config_overrides(args)), resume=args.resume,
                    progress=not args.no_progress)
     if args.json:
