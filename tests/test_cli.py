@@ -271,7 +271,9 @@ def test_each_exit_status_has_one_meaning(checkpoint, monkeypatch, tmp_path, cap
     listing.write_text(f"{good} 0\n{tmp_path / 'gone.mp4'} 1\n")
     assert main(["eval", "--checkpoint", str(checkpoint), "--set", f"data.val={listing}",
                  "--no-progress", "--json"]) == 1
-    assert json.loads(capsys.readouterr().out)["num_bad"] == 1
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["num_bad"] == 1
+    assert f"aim-video eval: unreadable: {tmp_path / 'gone.mp4'}: file not found" in printed.err
 
     def fails_with(error: BaseException):
         def run(args):

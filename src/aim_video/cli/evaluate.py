@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         overrides=args.overrides, views=args.views, device=args.device,
         progress=not args.no_progress,
     )
+    for path, reason in result.bad_files.items():  # as predict, extract, timeline name them
+        print(f"aim-video eval: unreadable: {path}: {reason}", file=sys.stderr)
     if args.out is None:
         print("aim-video eval: no --out given, so no report files were written", file=sys.stderr)
     if args.json:
@@ -58,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
     if result.num_bad:
         print(f"  {result.num_bad} unreadable videos counted as errors; over the readable "
               f"ones: top-1 {result.readable_top1:.2f}%  top-5 {result.readable_top5:.2f}%")
-        for path, reason in list(result.bad_files.items())[:10]:
-            print(f"    {path}: {reason}")
     if args.out is not None:
         print(f"  reports in {args.out}")
     return _status(result)
