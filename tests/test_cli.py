@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -95,7 +99,7 @@ def test_output_errors_and_interrupts_are_one_line(monkeypatch, capsys):
         raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/metrics.json")
 
     monkeypatch.setattr(info, "run", full_disk)
-    assert main(["info"]) == 1
+    assert main(["info"]) == 3
     assert _one_error_line(capsys.readouterr().err, "info").endswith(
         "/runs/x/metrics.json: No space left on device")
 
@@ -142,5 +146,197 @@ def test_a_closed_pipe_ends_quietly():
     )
     proc.stdout.close()
     err = proc.stderr.read().decode()
-    assert proc.wait() == 1
+    assert proc.wait() == 141
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+# ----------------------------------------------------------------------------- one grammar
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+# --out names a file for some commands and a folder for others (check_out refuses the wrong
+# kind in every one); --frames is a clip's length in `info` and a video's in `make-synthetic`.
+OWN_MEANING = {"--out", "--frames"}
+
+
+def test_a_flag_means_the_same_in_every_command():
+    seen: dict[str, dict[str, tuple]] = {}
+    for command, parser in _subparsers().items():
+        for action in parser._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help" and flag not in OWN_MEANING:
+                    seen.setdefault(flag, {})[command] = (
+                        action.default, action.help, action.type, action.nargs, action.metavar,
+                        action.choices, type(action).__name__)
+    shared = {flag: by for flag, by in seen.items() if len(by) > 1}
+    # The flags that the issue lists as shared are shared, and by the commands it names.
+    assert {"predict", "timeline", "extract", "eval"} <= set(shared["--device"])
+    assert {"predict", "timeline", "extract", "eval"} <= set(shared["--views"])
+    assert {"predict", "timeline", "extract", "eval", "export"} <= set(shared["--json"])
+    assert {"predict", "timeline", "extract"} <= set(shared["--runtime"])
+    assert {"timeline", "extract"} <= set(shared["--stride"]) & set(shared["--window"])
+    assert {"eval", "extract", "train"} <= set(shared["--set"])
+    for flag, by in shared.items():
+        assert len({repr(v) for v in by.values()}) == 1, (flag, by)
+    assert all(default == "auto" for default, *_ in shared["--device"].values())
+    assert "--crops" not in seen and "--format" not in _flags("export")
+
+
+def _flags(command: str) -> set[str]:
+    return {f for a in _subparsers()[command]._actions for f in a.option_strings}
+
+
+def test_every_help_lists_the_exit_statuses(capsys):
+    for argv in ([], *([command] for command in _subparsers())):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*argv, "--help"])
+        out = capsys.readouterr().out
+        assert "exit status:" in out, argv
+        for code in (0, 1, 2, 3, 130, 141, 70):
+            assert re.search(rf"^  {code} +\S", out, re.MULTILINE), (argv, code)
+
+
+@pytest.mark.parametrize("argv", [
+    ["timeline", "v.mp4", "--stride", "-1"],
+    ["timeline", "v.mp4", "--stride", "0"],
+    ["timeline", "v.mp4", "--stride", "1e-9"],
+    ["timeline", "v.mp4", "--window", "0"],
+    ["timeline", "v.mp4", "--threshold", "nan"],
+    ["timeline", "v.mp4", "--threshold", "1.5"],
+    ["extract", "v.mp4", "--out", "f", "--windows", "--stride", "inf"],
+    ["predict", "v.mp4", "--top-k", "0"],
+    ["predict", "v.mp4", "--top-k", "-1"],
+    ["predict", "v.mp4", "--batch-size", "0"],
+    ["predict", "v.mp4", "--workers", "-1"],
+    ["predict", "v.mp4", "--views", "0x3"],
+    ["eval", "--checkpoint", "c.pt", "--views", "3"],
+])
+def test_every_number_is_checked_when_the_command_line_is_read(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    line = _one_error_line(capsys.readouterr().err, argv[0])
+    assert f"argument {argv[-2]}" in line and argv[-1] in line
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["timeline", "v.mp4", "--checkpoint", "c.pt", "--views", "3x1"], "a window is one clip"),
+    (["eval", "--checkpoint", "a.pt", "--checkpoint", "b.pt"], "give exactly one (got 2)"),
+    (["extract", "v.mp4", "--checkpoint", "a.pt", "--checkpoint", "b.pt", "--out", "o"],
+     "give exactly one (got 2)"),
+    (["predict", "v.mp4"], "--checkpoint is required"),
+    (["predict", "v.mp4", "--runtime", "onnx", "--checkpoint", "c.pt"], "--runtime torch"),
+    (["predict", "v.mp4", "--checkpoint", "c.pt", "--model", "m.onnx"], "--runtime onnx"),
+    (["extract", "v.mp4", "--checkpoint", "c.pt", "--out", "o", "--stride", "1"],
+     "add --windows"),
+])
+def test_flags_that_do_not_go_together_are_one_line(argv, says, capsys):
+    assert main(argv) == 2
+    assert says in _one_error_line(capsys.readouterr().err, argv[0])
+
+
+@pytest.mark.parametrize("command, kind", [("predict", "folder"), ("export", "folder"),
+                                           ("timeline", "file"), ("extract", "file"),
+                                           ("eval", "file"), ("train", "file"),
+                                           ("prepare", "file"), ("demo", "file")])
+def test_an_out_of_the_wrong_kind_is_refused_before_any_work(command, kind, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir() if kind == "folder" else out.write_text("mine")
+    # The checkpoint (config, list) does not exist: the output is checked first.
+    none = ["--checkpoint", str(tmp_path / "none.pt")]
+    argv = {"predict": ["predict", "v.mp4", *none], "timeline": ["timeline", "v.mp4", *none],
+            "extract": ["extract", "v.mp4", *none], "export": ["export", *none],
+            "eval": ["eval", *none], "train": ["train", "--config", str(tmp_path / "none.yaml")],
+            "prepare": ["prepare", str(tmp_path / "none.txt")], "demo": ["demo"]}[command]
+    assert main([*argv, "--out", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err, command)
+    assert f"--out {out}: is a {kind}" in line
+    assert out.is_dir() or out.read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------- exit statuses
+def test_each_exit_status_has_one_meaning(checkpoint, monkeypatch, tmp_path, capsys):
+    import aim_video.cli.info as info
+    from aim_video.errors import OutputFailed
+
+    assert main(["info", "--no-flops"]) == 0
+    capsys.readouterr()
+    # 1: done, the unreadable input named on stderr (predict, and eval too).
+    video = Path(checkpoint).parent / "missing.mp4"
+    assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--no-progress",
+                 "--workers", "0"]) == 1
+    assert str(video) in capsys.readouterr().err
+    good = Path(_synthetic_val(checkpoint)[0])
+    listing = tmp_path / "half.txt"
+    listing.write_text(f"{good} 0\n{tmp_path / 'gone.mp4'} 1\n")
+    assert main(["eval", "--checkpoint", str(checkpoint), "--set", f"data.val={listing}",
+                 "--no-progress", "--json"]) == 1
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["num_bad"] == 1
+    assert f"aim-video eval: unreadable: {tmp_path / 'gone.mp4'}: file not found" in printed.err
+
+    def fails_with(error: BaseException):
+        def run(args):
+            raise error
+        return run
+
+    for error, status in ((OutputFailed("model.onnx: the check failed"), 3),
+                          (OSError(errno.EROFS, "Read-only file system", "/ro/x.json"), 3),
+                          (KeyboardInterrupt(), 130)):
+        monkeypatch.setattr(info, "run", fails_with(error))
+        assert main(["info"]) == status
+        _one_error_line(capsys.readouterr().err, "info")
+
+    # A bug is never mistaken for a user's error nor for "some inputs unreadable".
+    monkeypatch.setattr(info, "run", fails_with(ZeroDivisionError("a bug")))
+    assert main(["info"]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError: a bug" in err
+    assert err.strip().splitlines()[-1].startswith("aim-video info: internal error")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_interrupts_with_status_130(signum):
+    # A command that waits (info's body replaced) is stopped from outside, as a user would.
+    script = ("import sys, time\nimport aim_video.cli.info as info\n"
+              "def wait(args):\n    print('ready', flush=True)\n    time.sleep(60)\n"
+              "info.run = wait\nfrom aim_video.cli import main\nsys.exit(main(['info']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signum)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130
+    assert err.strip() == "aim-video info: error: interrupted", err
+
+
+# ----------------------------------------------------------------------------- relative paths
+def _synthetic_val(checkpoint: Path) -> list[str]:
+    from aim_video.engine.checkpoint import checkpoint_config, read_training_checkpoint
+
+    cfg = checkpoint_config(read_training_checkpoint(checkpoint), checkpoint)
+    folder = Path(cfg.data.val).parent
+    return [str(folder / line.split()[0]) for line in Path(cfg.data.val).read_text().splitlines()]
+
+
+def test_one_list_names_the_same_files_for_predict_and_eval(checkpoint, tmp_path, monkeypatch,
+                                                             capsys):
+    from aim_video.engine.checkpoint import checkpoint_config, read_training_checkpoint
+
+    val = checkpoint_config(read_training_checkpoint(checkpoint), checkpoint).data.val
+    monkeypatch.chdir(tmp_path)  # not the list's folder: its entries are beside the list
+    assert main(["predict", val, "--checkpoint", str(checkpoint), "--json", "--no-progress",
+                 "--workers", "0"]) == 0
+    predicted = [v["path"] for v in json.loads(capsys.readouterr().out)["videos"]]
+    # A run trained without data.root (as a new run stores it): the same rule, the same files.
+    assert main(["eval", "--checkpoint", str(checkpoint), "--set", f"data.val={val}",
+                 "data.root=null", "--out", "ev", "--no-progress"]) == 0
+    evaluated = [json.loads(line)["path"]
+                 for line in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    real = [os.path.realpath(p) for p in predicted]
+    assert sorted(real) == sorted(os.path.realpath(p) for p in evaluated)
+    assert sorted(real) == sorted(os.path.realpath(p) for p in _synthetic_val(checkpoint))
+    assert all(os.path.isfile(p) for p in real) and len(real) == 4

@@ -273,8 +273,8 @@ def test_a_run_stores_its_paths_absolute(tmp_path, monkeypatch):
     absolute = with_absolute_paths(cfg)
     assert absolute.data.train == str(tmp_path / "lists" / "train.txt")
     assert absolute.data.val == str(tmp_path / "val.txt") and absolute.data.test is None
-    # Relative video paths were read from the working folder: it becomes the root.
-    assert absolute.data.root == str(tmp_path)
+    # An unset root stays unset: the lists' entries are beside each list, from any folder.
+    assert absolute.data.root is None
     assert absolute.model.pretrained == os.path.expanduser("~/clip.pt")
     assert absolute.train.out_dir == str(tmp_path / "runs" / "a")
     assert with_absolute_paths(absolute) == absolute

@@ -50,7 +50,7 @@ def exported(tmp_path_factory):
     out = folder / "model.onnx"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        status = main(["export", "--checkpoint", str(checkpoint), "--format", "onnx",
+        status = main(["export", "--checkpoint", str(checkpoint),
                        "--out", str(out)])
     assert status == 0
     return {"cfg": cfg, "model": ckpt.model_from_checkpoint(state, checkpoint, cfg).eval(),
@@ -143,7 +143,7 @@ def test_a_failed_verification_fails_the_command_and_writes_nothing(exported, tm
     out = tmp_path / "model.onnx"
     status = main(["export", "--checkpoint", str(exported["checkpoint"]), "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2
+    assert status == 3  # an output that failed its own check, not a mistake of the user
     assert len(err) == 1 and err[0].startswith("aim-video export: error:")
     assert "0.25" in err[0] and "limit 0.0001" in err[0]
     assert not out.exists() and not temp_files(tmp_path)
@@ -205,3 +205,32 @@ def test_the_file_gives_pytorchs_features_and_a_predictor_extracts_with_them(exp
     assert old.predict([exported["video"]])[0].ok
     with pytest.raises(ExportError, match="logits only.*export the checkpoint again"):
         old.features([exported["video"]])
+def test_timeline_on_onnxruntime_gives_the_checkpoints_windows(exported, tmp_path, capsys):
+    def timeline(name: str, *args: str) -> tuple[dict, dict]:
+        out = tmp_path / name
+        assert main(["timeline", str(exported["video"]), "--json", "--no-plot", "--no-progress",
+                     "--stride", "0.5", "--threshold", "0", "--out", str(out), *args]) == 0
+        return json.loads(capsys.readouterr().out), json.loads((out / "timeline.json").read_text())
+
+    summary, from_file = timeline("onnx", "--runtime", "onnx", "--model", str(exported["out"]))
+    _, from_checkpoint = timeline("torch", "--checkpoint", str(exported["checkpoint"]))
+    assert summary["windows"] == len(from_file["windows"]) > 1
+    assert summary["video"] == str(exported["video"].absolute())
+    for mine, theirs in zip(from_file["windows"], from_checkpoint["windows"], strict=True):
+        assert (mine["start"], mine["end"]) == (theirs["start"], theirs["end"])
+        assert [t["class"] for t in mine["top"]] == [t["class"] for t in theirs["top"]]
+        np.testing.assert_allclose([t["prob"] for t in mine["top"]],
+                                   [t["prob"] for t in theirs["top"]], atol=TOLERANCE)
+
+
+def test_export_json_says_what_the_text_says(exported, tmp_path, monkeypatch, capsys):
+    # The traced file is reused (tracing again would take seconds).
+    monkeypatch.setattr(export_module, "export_onnx",
+                        lambda model, path, metadata: path.write_bytes(exported["out"].read_bytes()))
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--checkpoint", str(exported["checkpoint"]), "--out", str(out),
+                 "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["path"] == str(out) and printed["bytes"] == out.stat().st_size
+    assert printed["classes"] == len(CLASSES) and printed["max_abs_diff"] <= TOLERANCE
+    assert printed["verify_batch"] != EXPORT_BATCH

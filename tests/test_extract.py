@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +54,14 @@ def test_features_fed_to_the_head_give_the_logits_predict_gives(files, tmp_path)
         assert [prob for _, prob in p.top] == pytest.approx(top.values.tolist(), abs=1e-5)
 
 
-def test_window_features_and_float16(files, tmp_path):
+def test_window_features_and_float16(files, tmp_path, capsys):
     out = tmp_path / "windows"
     assert main(["extract", str(files["v2"]), "--checkpoint", str(files["checkpoint"]),
                  "--out", str(out), "--windows", "--stride", "1", "--dtype", "float16",
-                 "--no-progress"]) == 0
+                 "--no-progress", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["extracted"], printed["unreadable"], printed["rows"], printed["dim"]) == (
+        1, 0, 4, 64)
     features = np.load(out / "features.npy")
     index = _index(out)
     # 32 frames at 8 fps, 1 s windows every 1 s: 4 windows.

@@ -19,7 +19,8 @@ from aim_video.cli import main
 from aim_video.data.dataset import build_eval_transform
 from aim_video.data.decode import open_video
 from aim_video.data.sampling import dense_test_indices
-from aim_video.predictor import Predictor, collect_inputs
+from aim_video.data.sources import collect_inputs
+from aim_video.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,11 @@ def test_bad_files_in_the_middle_of_a_list_are_reported_and_counted(files, tmp_p
     assert [r["ok"] for r in again] == [True, False, True, True, False, True]
     assert [again[i] for i in (0, 2, 5)] == [results[i] for i in (0, 2, 5)]
     assert f"1 predicted, 2 unreadable (3 retried), 3 already in {out}" in capsys.readouterr().err
+    # The same summary as one JSON object on stdout: the two failures are tried once more.
+    assert main(["predict", str(listing), "--checkpoint", str(files["checkpoint"]),
+                 "--out", str(out), "--workers", "0", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == {
+        "predicted": 0, "unreadable": 2, "retried": 2, "already_done": 4, "out": str(out)}
     # All good: exit status 0.
     assert main(["predict", str(files["v0"]), "--checkpoint", str(files["checkpoint"]),
                  "--out", str(tmp_path / "good.jsonl"), "--workers", "0"]) == 0
@@ -168,4 +174,5 @@ def test_a_users_file_given_as_out_is_left_byte_for_byte(files, tmp_path, capsys
     assert mine.read_bytes() == content
     assert main(["predict", str(files["v0"]), "--checkpoint", str(files["checkpoint"]),
                  "--out", str(tmp_path), "--workers", "0", "--no-progress"]) == 2
-    assert f"{tmp_path} is a folder; --out names a file" in capsys.readouterr().err
+    # Checked when the command line is read, before the model is loaded.
+    assert f"--out {tmp_path}: is a folder; give a file name" in capsys.readouterr().err

@@ -79,6 +79,10 @@ def sources(tmp_path_factory) -> Path:
     return root
 
 
+# Exit status 1, "done, but some inputs could not be read": b/broken.mp4 is left out.
+SOME_UNREADABLE = 1
+
+
 def prepare_cli(sources: Path, out: Path, *extra: str) -> int:
     return main([
         "prepare", str(sources / "train.txt"), "--out", str(out), "--root", str(sources),
@@ -90,7 +94,7 @@ def prepare_cli(sources: Path, out: Path, *extra: str) -> int:
 @pytest.fixture(scope="module")
 def prepared(sources, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
-    assert prepare_cli(sources, out, "--workers", "2", "--gop", "4") == 0
+    assert prepare_cli(sources, out, "--workers", "2", "--gop", "4") == SOME_UNREADABLE
     return out
 
 
@@ -155,7 +159,7 @@ def test_short_gop_files_are_read_by_seeking(prepared, monkeypatch):
 
 def test_rerun_skips_finished_videos_and_redoes_interrupted_ones(sources, tmp_path):
     out = tmp_path / "out"
-    assert prepare_cli(sources, out, "--workers", "1") == 0
+    assert prepare_cli(sources, out, "--workers", "1") == SOME_UNREADABLE
     wide, tall = out / "a" / "wide.mp4", out / "a" / "tall.mp4"
     stamp = wide.stat().st_mtime_ns
     tall.unlink()  # interrupted: the renamed file never appeared, a partial one is left
@@ -174,13 +178,13 @@ def test_rerun_skips_finished_videos_and_redoes_interrupted_ones(sources, tmp_pa
 
 def test_a_folder_holds_one_set_of_settings(sources, tmp_path, capsys):
     out = tmp_path / "out"
-    assert prepare_cli(sources, out, "--workers", "1") == 0
+    assert prepare_cli(sources, out, "--workers", "1") == SOME_UNREADABLE
     assert prepare_cli(sources, out, "--workers", "1", "--crf", "18") == 2
     assert "other settings (crf 20.0 -> 18.0)" in capsys.readouterr().err
 
 
 def test_cli_reports_counts_and_bad_inputs(sources, prepared, capsys):
-    assert prepare_cli(sources, prepared, "--workers", "1", "--gop", "4") == 0
+    assert prepare_cli(sources, prepared, "--workers", "1", "--gop", "4") == SOME_UNREADABLE
     out = capsys.readouterr().out
     assert "3 videos prepared (0 now, 3 earlier)" in out
     assert f"{sources / 'b' / 'broken.mp4'}: not a readable video" in out

@@ -61,7 +61,7 @@ def sharded(synthetic, tmp_path_factory) -> dict:
     argv = ["prepare", str(work / "train.txt"), "--out", str(out), "--short-side", "32",
             "--workers", "0", "--class-names", str(synthetic / "classes.txt"),
             "--shards", SHARD_SIZE, "--no-progress"]
-    assert main(argv) == 0
+    assert main(argv) == 1  # done, with the broken file left out (exit status 1)
     return {"out": out, "index": out / "train.shards.json", "argv": argv, "broken": broken,
             "sources": [line.split()[0] for line in lines],
             "labels": [int(line.split()[1]) for line in lines]}
@@ -143,7 +143,7 @@ def test_prepare_writes_shards_and_index(sharded, synthetic):
 def test_prepare_shards_resumes(sharded, capsys):
     before = {p.name: p.stat().st_mtime_ns for p in sharded["out"].glob("train-*.tar")}
     index_before = sharded["index"].read_text()
-    assert main(sharded["argv"]) == 0
+    assert main(sharded["argv"]) == 1  # the broken file is still left out
     count = len(json.loads(index_before)["shards"])
     assert f"{count} shards (0 written now)" in capsys.readouterr().out
     after = {p.name: p.stat().st_mtime_ns for p in sharded["out"].glob("train-*.tar")}

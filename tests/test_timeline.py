@@ -166,14 +166,17 @@ def test_each_window_is_classified_as_the_model_classifies_that_clip(tmp_path, p
     np.testing.assert_allclose(timeline.probs, expected.numpy(), atol=1e-5)
 
 
-def test_the_command_writes_the_timeline_files(tmp_path, predictor, capsys):
+def test_the_command_writes_the_timeline_files(tmp_path, predictor, capsys, monkeypatch):
     checkpoint = tmp_path / "best.pt"
     write_checkpoint(checkpoint, interval=2)
     video = write_indexed_video(tmp_path / "v.mp4", 40, fps=8)
     out = tmp_path / "out"
-    assert main(["timeline", str(video), "--checkpoint", str(checkpoint), "--stride", "0.5",
+    monkeypatch.chdir(tmp_path)  # the video named relative to the working folder
+    assert main(["timeline", "v.mp4", "--checkpoint", str(checkpoint), "--stride", "0.5",
                  "--out", str(out), "--threshold", "0.0", "--top-k", "2", "--no-progress"]) == 0
     data = json.loads((out / "timeline.json").read_text())
+    # Stored absolute: `aim-video report` run from any folder links this very file.
+    assert data["video"] == str(video.absolute())
     assert len(data["windows"]) == 9 and data["note"] is None
     assert data["windows"][1]["start"] == 0.5 and data["windows"][1]["end"] == 1.5
     rows = (out / "timeline.csv").read_text().splitlines()

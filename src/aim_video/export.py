@@ -37,7 +37,7 @@ from aim_video import __version__
 from aim_video.data.dataset import NORMALIZATIONS, DataConfig
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import RunConfig, TrainConfig, config_to_dict, with_views
-from aim_video.errors import UserError
+from aim_video.errors import OutputFailed, UserError
 from aim_video.files import ensure_writable_dir, write_atomic
 from aim_video.model import AIMViT
 from aim_video.weights import backbone_fingerprint
@@ -277,7 +277,7 @@ def export_checkpoint(
                                              verification_clip(model.cfg))
         measured.append((diff, feature_diff))
         if not diff <= tolerance:  # also catches nan
-            raise ExportError(
+            raise OutputFailed(
                 f"{out}: onnxruntime's logits differ from PyTorch's by {diff:.3g} (max |Δlogit| "
                 f"at batch {VERIFY_BATCH}, limit {tolerance:g}); the file was not written"
             )

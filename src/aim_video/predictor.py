@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from aim_video.data.annotations import VIDEO_EXTENSIONS, Annotations, VideoRecord, load_annotations
+from aim_video.data.annotations import Annotations, VideoRecord
 from aim_video.data.dataset import VideoDataset, ViewsBatch, build_eval_transform
 from aim_video.data.decode import VideoDecodeError
 from aim_video.data.stream import StreamInfo, Window, prefetch, stream_windows
@@ -60,10 +60,6 @@ from aim_video.inference import (
     views_loader,
 )
 from aim_video.weights import CheckpointError
-
-
-class InputError(UserError, FileNotFoundError):
-    """An input to predict / extract / timeline that names nothing usable."""
 
 
 TopK = list[tuple[str, float]]  # (class name, probability), most probable first
@@ -151,39 +147,6 @@ DECODE_KEYS = ("backend", "frame_template", "sampling", "num_frames", "frame_int
 # The model settings the shared forward pass is built from (the rest are training-only).
 SHARED_MODEL_KEYS = ("vit", "num_frames", "spatial", "temporal", "joint", "temporal_in",
                      "temporal_embedding", "adapter_blocks", "bottleneck_ratio", "scale")
-
-
-def collect_inputs(
-    inputs: Sequence[str | os.PathLike[str]], *, root: str | None = None,
-    frame_folders: bool = False,
-) -> list[str]:
-    """Video paths from files, folders of videos and list files, in the order given.
-
-    A file with a video extension is a video; a folder is searched recursively for videos (or
-    is itself a video with `frame_folders`); any other file is an annotation list in a format
-    `load_annotations` reads (its labels are ignored), whose relative paths are under `root`,
-    or under the list's own folder when `root` is None. Missing files stay in the list, to be
-    reported as unreadable.
-
-    Raises:
-        InputError: a folder without videos.
-    """
-    videos: list[str] = []
-    for item in map(Path, inputs):
-        if item.is_dir() and not frame_folders:
-            found = sorted(p for p in item.rglob("*")
-                           if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-            if not found:
-                raise InputError(f"{item}: no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})")
-            videos += [str(p) for p in found]
-        elif item.is_file() and item.suffix.lower() not in VIDEO_EXTENSIONS and not frame_folders:
-            # Relative entries are under --root, else beside the list (as make-synthetic and
-            # prepare write them).
-            list_root = root if root is not None else item.parent
-            videos += [r.path for r in load_annotations(item, root=list_root).records]
-        else:
-            videos.append(str(item))
-    return videos
 
 
 class Predictor:
@@ -392,7 +355,7 @@ class Predictor:
         """Predictions batch by batch, in input order (for writing as they come).
 
         Args:
-            videos: video paths (see `collect_inputs`).
+            videos: video paths (see `aim_video.data.sources.collect_inputs`).
             top_k: classes per video.
             batch_size: videos per batch; default `eval.batch_size`.
             workers: decoding processes; default `data.num_workers`.

@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 
-from aim_video.cli.arguments import non_negative_int
+from aim_video.cli import arguments
 from aim_video.data.annotations import FORMATS, load_annotations
 from aim_video.data.check import ScanReport, scan
 from aim_video.data.shards import is_shard_source, scan_shards
 from aim_video.data.decode import BACKENDS
+from aim_video.data.sources import list_root
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,15 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "frames. Prints the unreadable ones with reasons and a summary; exits 1 if any.",
     )
     p.add_argument("annotation", help="annotation file (or folder for 'folder' / 'hmdb51')")
-    p.add_argument("--root", default=None, help="prefix for relative video paths")
-    p.add_argument("--format", default="auto", choices=FORMATS,
-                   help="annotation format (auto: by the file)")
-    p.add_argument("--class-names", default=None, help="class names file, if the format needs one")
-    p.add_argument("--backend", default="pyav", choices=BACKENDS, help="video reader")
-    p.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame folders' file names")
-    p.add_argument("--workers", type=non_negative_int, default=None,
-                   help="processes; 0: in this one (default: CPU count)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    arguments.add(p, "root")
+    arguments.add(p, "format", choices=FORMATS)
+    arguments.add(p, "class_names")
+    arguments.add(p, "backend", choices=BACKENDS)
+    arguments.add(p, "frame_template", "workers", "json")
     p.set_defaults(func=run)
 
 
@@ -39,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
                              progress=sys.stderr.isatty())
         return _print_report(report, args.json)
     annotations = load_annotations(
-        args.annotation, args.format, root=args.root, class_names=args.class_names
+        args.annotation, args.format, root=list_root(args.annotation, args.root),
+        class_names=args.class_names
     )
     report = scan(
         annotations,

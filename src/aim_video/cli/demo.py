@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from aim_video.cli.arguments import non_negative_int
+from aim_video.cli import arguments
 from aim_video.demo.plan import FULL, QUICK, VARIANTS, Plan
 from aim_video.errors import UserError
 
 # What the demo writes besides the runs (see aim_video.demo).
+# Data loader processes per run: compute takes the cores they leave.
+DEMO_WORKERS = 2
 WRITTEN = ("report.json", "report.html", "results.png", "curves.png", "examples.png")
 
 
@@ -36,10 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "as the full one")
     parser.add_argument("--variants", default=None, metavar="NAME,...",
                         help=f"run only these of {', '.join(VARIANTS)}")
-    parser.add_argument("--workers", type=non_negative_int, default=2,
-                        help="data loader processes per run; compute takes the cores they "
-                        "leave")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    arguments.add(parser, "workers", "no_progress")
     parser.set_defaults(func=run)
 
 
@@ -48,10 +47,12 @@ def run(args: argparse.Namespace) -> int:
     unknown = [name for name in variants or () if name not in VARIANTS]
     if unknown:  # before any work
         raise UserError(f"unknown demo variants {unknown}; choose from {list(VARIANTS)}")
+    arguments.check_out(args.out, "folder")
     from aim_video.demo import run_demo
 
     report = run_demo(args.out, quick=args.quick, progress=not args.no_progress,
-                      workers=args.workers, variants=variants)
+                      workers=DEMO_WORKERS if args.workers is None else args.workers,
+                      variants=variants)
     standin = report.standin.metrics
     print("\nstand-in for CLIP (held-out stills): "
           + ", ".join(f"{k} {v}" for k, v in standin.items()))

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from aim_video.cli.train import add_override_argument
+from aim_video.cli import arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,24 +19,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "fingerprint of its backbone; the backbone weights are re-loaded from the "
             "config's model.pretrained (or --pretrained) and must match. Every split, train "
             "included, is read with the test views and transform. Unreadable videos count as "
-            "errors in top1/top5 and are reported separately."
+            "errors in top1/top5 and are reported separately (exit status 1)."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, help="last.pt / best.pt of a run")
-    add_override_argument(parser, "applied to the checkpoint's config, e.g. --set "
-                                  "data.val=other.txt eval.batch_size=8")
+    arguments.add(parser, "checkpoint", required=True)
+    arguments.add(parser, "set")
     parser.add_argument("--split", default="val", choices=("val", "test", "train"),
                         help="which annotation file of the config to evaluate")
-    parser.add_argument("--views", metavar="CLIPSxCROPS",
-                        help="test views, e.g. 3x1 or 1x3 (default: the config's)")
-    parser.add_argument("--pretrained", metavar="PATH", help="backbone weights (if moved)")
+    arguments.add(parser, "views", "pretrained", "device", "no_progress", "json")
     parser.add_argument("--out", help="write metrics.json, per_class.csv, confusion.png, "
                                       "predictions.jsonl, report.html (the page to open) and "
                                       "thumbs/ (each video's frame strip, for the page) here; "
                                       "checked before evaluating")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the config's)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
 
@@ -46,21 +40,25 @@ def run(args: argparse.Namespace) -> int:
     from aim_video.engine.evaluate import evaluate_checkpoint
     from aim_video.report import ThumbnailWriter, build_eval_report
 
+    checkpoint = arguments.one_checkpoint(args)
+    arguments.check_out(args.out, "folder")
     result = evaluate_checkpoint(
-        args.checkpoint, split=args.split, out_dir=args.out, pretrained=args.pretrained,
+        checkpoint, split=args.split, out_dir=args.out, pretrained=args.pretrained,
         overrides=args.overrides, views=args.views, device=args.device,
         progress=not args.no_progress,
         on_batch=None if args.out is None else ThumbnailWriter(args.out),
     )
     if args.out is not None and int(os.environ.get("RANK", "0")) == 0:
         build_eval_report(args.out)  # from the files rank 0 wrote and every rank's thumbnails
+    for path, reason in result.bad_files.items():  # as predict, extract, timeline name them
+        print(f"aim-video eval: unreadable: {path}: {reason}", file=sys.stderr)
     if args.out is None:
         print("aim-video eval: no --out given, so no report files were written", file=sys.stderr)
     if args.json:
         out = result.to_dict()
         del out["confusion"]
         print(json.dumps(out))
-        return 0
+        return _status(result)
     print(f"{result.split}: {result.num_videos} videos, {result.views} views, "
           f"{result.seconds:.1f} s")
     print(f"  top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  "
@@ -68,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
     if result.num_bad:
         print(f"  {result.num_bad} unreadable videos counted as errors; over the readable "
               f"ones: top-1 {result.readable_top1:.2f}%  top-5 {result.readable_top5:.2f}%")
-        for path, reason in list(result.bad_files.items())[:10]:
-            print(f"    {path}: {reason}")
     if args.out is not None:
         print(f"  reports in {args.out}")
-    return 0
+    return _status(result)
+
+
+def _status(result) -> int:
+    """1 when some videos could not be read (each is named in the summary and the report)."""
+    return 1 if result.num_bad else 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from aim_video.cli import arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,20 +19,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "file's metadata, so it alone is enough to predict (aim-video predict --runtime "
             "onnx). Before the file appears, onnxruntime's logits are compared with PyTorch's "
             "on a seeded random clip at another batch size; the command prints the largest "
-            "difference and fails if it is above 1e-4 (no file is written then). Needs pip install 'aim-video[export]'."
+            "difference and fails if it is above 1e-4 (no file is written then; exit status "
+            "3). Needs pip install 'aim-video[export]'."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, help="last.pt / best.pt of a run")
-    parser.add_argument("--format", default="onnx", choices=("onnx",), help="export format")
-    parser.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
-    parser.add_argument("--pretrained", metavar="PATH", help="backbone weights (if moved)")
+    arguments.add(parser, "checkpoint", required=True)
+    parser.add_argument("--out", required=True, metavar="MODEL.onnx",
+                        help="the file to write, e.g. model.onnx")
+    arguments.add(parser, "pretrained", "json")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from aim_video.export import FEATURE_TOLERANCE, VERIFY_TOLERANCE, export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.out, pretrained=args.pretrained)
+    checkpoint = arguments.one_checkpoint(args)
+    arguments.check_out(args.out, "file")
+    result = export_checkpoint(checkpoint, args.out, pretrained=args.pretrained)
+    if args.json:
+        print(json.dumps({
+            "path": str(result.path), "bytes": result.bytes,
+            "classes": len(result.class_names), "num_frames": result.num_frames,
+            "input_size": result.input_size, "max_abs_diff": result.max_abs_diff,
+            "verify_batch": result.verify_batch, "tolerance": VERIFY_TOLERANCE}))
+        return 0
     print(f"{result.path}: {result.bytes / 2**20:.1f} MiB, {len(result.class_names)} classes, "
           f"clips (batch, 3, {result.num_frames}, {result.input_size}, {result.input_size})")
     print(f"onnxruntime vs PyTorch: max |Δlogit| = {result.max_abs_diff:.2e} at batch "

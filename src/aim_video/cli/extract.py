@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from tqdm import tqdm
 
-from aim_video.cli.predict import add_input_arguments
+from aim_video.cli import arguments
+from aim_video.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,48 +23,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "--pretrained alone: the frozen image model's features, no adapters (the "
                     "linear-probe baseline).",
     )
-    add_input_arguments(parser)
-    source = parser.add_argument_group("model (one of, or both: --pretrained moves the backbone)")
-    source.add_argument("--checkpoint", help="last.pt / best.pt of a run")
-    source.add_argument("--pretrained", metavar="PATH", help="image backbone weights")
-    source.add_argument("--config", default="k400_vitb16_8f",
-                        help="with --pretrained alone: the preset or YAML whose model.arch and "
-                             "data settings (frames, sampling, size) to use")
-    source.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                        metavar="SECTION.KEY=VALUE", help="config overrides")
+    arguments.add_inputs(parser)
+    arguments.add_model(parser)
+    arguments.add(parser, "config", "set", "batch_size", "workers", "no_progress", "json")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--windows", action="store_true",
                         help="one row per window (timeline windows) instead of per video")
-    parser.add_argument("--stride", type=float, metavar="SECONDS",
-                        help="with --windows: time between window starts")
+    windows = parser.add_argument_group("with --windows")
+    arguments.add(windows, "window", "stride")
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float32")
     parser.set_defaults(func=run)
 
 
-def _predictor(args: argparse.Namespace):
-    from aim_video.engine.config import ConfigError, load_config
-    from aim_video.predictor import Predictor
-
-    if args.checkpoint:
-        return Predictor.from_checkpoint(args.checkpoint, pretrained=args.pretrained,
-                                         device=args.device, views=args.views,
-                                         overrides=args.overrides)
-    if not args.pretrained:
-        raise ConfigError("give --checkpoint (adapted features) or --pretrained (the frozen "
-                          "image model's)")
-    cfg = load_config(args.config, args.overrides)
-    if args.views:
-        from aim_video.engine.config import with_views
-
-        cfg = with_views(cfg, args.views)
-    return Predictor.from_backbone(args.pretrained, cfg, device=args.device)
-
-
 def run(args: argparse.Namespace) -> int:
+    from aim_video.data.sources import collect_inputs
     from aim_video.outputs import FeatureStore
-    from aim_video.predictor import collect_inputs
 
-    predictor = _predictor(args)
+    arguments.check_out(args.out, "folder")
+    if args.checkpoint:
+        arguments.one_checkpoint(args)
+    if not args.windows and (args.window is not None or args.stride is not None):
+        raise UserError("--window and --stride cut videos into windows: add --windows")
+    predictor = arguments.predictor_from_args(args, backbone_only=True)
     frames = predictor.cfg.data.backend == "frames"
     videos = collect_inputs(args.inputs, root=args.root, frame_folders=frames)
     store = FeatureStore(args.out, args.dtype)
@@ -72,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(todo), unit="video", disable=args.no_progress or not todo,
                file=sys.stderr, desc="extract")
     if args.windows:
-        batches = ([predictor.window_features(v, args.stride, batch_size=args.batch_size)]
+        batches = ([predictor.window_features(v, args.stride, args.window,
+                                              batch_size=args.batch_size)]
                    for v in todo)
     else:
         batches = predictor.iter_features(todo, batch_size=args.batch_size, workers=args.workers)
@@ -94,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     path = store.finalise()
     already = len(dict.fromkeys(videos)) - len(todo)
-    rows = f"{store.rows} rows of {store.dim} floats" if store.dim else "no rows"
-    print(f"{len(todo) - failed} extracted, {failed} unreadable ({retried} retried), "
-          f"{already} already in {args.out}; {rows} in {path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"extracted": len(todo) - failed, "unreadable": failed,
+                          "retried": retried, "already_done": already, "rows": store.rows,
+                          "dim": store.dim, "features": str(path), "out": args.out}))
+    else:
+        rows = f"{store.rows} rows of {store.dim} floats" if store.dim else "no rows"
+        print(f"{len(todo) - failed} extracted, {failed} unreadable ({retried} retried), "
+              f"{already} already in {args.out}; {rows} in {path}", file=sys.stderr)
     return 1 if failed else 0

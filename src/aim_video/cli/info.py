@@ -7,6 +7,7 @@ import json
 
 import torch
 
+from aim_video.cli import arguments
 from aim_video.cli.arguments import positive_float, positive_int
 from aim_video.model import ARCHS, AIMConfig, AIMViT, get_arch
 from aim_video.model.config import ADAPTER_BLOCKS_HELP
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bottleneck-ratio", type=positive_float, default=0.25,
                    help="adapter width / model width")
     p.add_argument("--no-flops", action="store_true", help="skip counting FLOPs")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    arguments.add(p, "json")
     p.set_defaults(func=run)
 
 

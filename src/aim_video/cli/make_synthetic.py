@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from aim_video.cli.arguments import int_at_least, non_negative_int, positive_int
+
+from aim_video.cli import arguments
+from aim_video.cli.arguments import int_at_least, non_negative_int
 from aim_video.data.synthetic import TASKS, class_names, make_synthetic
 from aim_video.errors import UserError
 
@@ -31,9 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pairs", default=None, metavar="NAME,...",
                         help="motion task: keep only these time-reversal pairs, named by their "
                              "forward class (e.g. moves_left,grows); default all five")
-    parser.add_argument("--workers", type=positive_int, default=None,
-                        help="processes (default: all CPU cores)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    arguments.add(parser, "workers", "no_progress")
     parser.set_defaults(func=run)
 
 
@@ -46,6 +46,7 @@ def _frame_side(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    arguments.check_out(args.out, "folder")
     pairs = args.pairs.split(",") if args.pairs else None
     try:
         class_names(args.task, pairs)  # unknown or repeated pair names, before any work

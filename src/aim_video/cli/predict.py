@@ -9,25 +9,12 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from aim_video.errors import UserError
+from aim_video.cli import arguments
 
 if TYPE_CHECKING:
     from aim_video.outputs import JsonlResults
     from aim_video.predictor import Prediction, Predictor
 
-def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """INPUTS, --checkpoint and the options shared by predict and extract."""
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="video files, folders of videos, or list files (any annotation "
-                             "format aim-video reads; labels are ignored)")
-    parser.add_argument("--root", help="folder that relative paths in list files are under "
-                        "(default: the list file's own folder)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--views", metavar="CLIPSxCROPS", help="test views, e.g. 3x1")
-    parser.add_argument("--workers", type=int, help="decoding processes (default: the "
-                                                    "checkpoint's data.num_workers)")
-    parser.add_argument("--batch-size", type=int, help="videos per batch (default: eval.batch_size)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,32 +24,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Classify videos with a training checkpoint, using the checkpoint's test "
                     "views. With --out, results are appended to a JSONL file as they come and a "
                     "rerun skips the inputs already there. Unreadable videos are reported one "
-                    "line each on stderr; the exit status is 1 when any failed. Several "
-                    "--checkpoint options trained on the same backbone answer every video "
-                    "together, each task named by its run folder.",
+                    "line each on stderr (exit status 1). Several --checkpoint options trained "
+                    "on the same backbone answer every video together, each task named by its "
+                    "run folder (each result gets 'tasks': {RUN_FOLDER_NAME: {top}}).",
     )
-    add_input_arguments(parser)
-    parser.add_argument("--checkpoint", action="append", metavar="PATH",
-                        help="last.pt / best.pt of a run (--runtime torch); repeat it for "
-                             "several tasks trained on one backbone, which then share it (each "
-                             "result gets 'tasks': {RUN_FOLDER_NAME: {top}})")
-    parser.add_argument("--pretrained", metavar="PATH", help="backbone weights (if moved)")
-    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                        help="onnx: run a file from aim-video export on onnxruntime (CPU)")
-    parser.add_argument("--model", metavar="MODEL.onnx",
-                        help="the exported file (--runtime onnx); it alone is enough")
-    parser.add_argument("--top-k", type=int, default=5, help="classes per video (default 5)")
+    arguments.add_inputs(parser)
+    arguments.add_model(parser)
+    arguments.add(parser, "top_k", "batch_size", "workers", "no_progress", "json")
     parser.add_argument("--out", metavar="RESULTS.jsonl",
-                        help="append one JSON object per input (path, ok, top, error)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+                        help="append one JSON object per input (path, ok, top, error); the "
+                             "summary (or with --json, its JSON object) then says how many")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from aim_video.data.sources import collect_inputs
     from aim_video.outputs import JsonlResults
-    from aim_video.predictor import collect_inputs
 
-    predictor = _predictor(args)
+    arguments.check_out(args.out, "file")
+    predictor = arguments.predictor_from_args(args)
     frames = predictor.cfg.data.backend == "frames"
     videos = collect_inputs(args.inputs, root=args.root, frame_folders=frames)
     results = JsonlResults(args.out) if args.out else None
@@ -95,37 +75,17 @@ def run(args: argparse.Namespace) -> int:
             results.close()
     if results is not None:
         already = len(dict.fromkeys(videos)) - len(todo)
-        print(f"{len(todo) - failed} predicted, {failed} unreadable ({retried} retried), "
-              f"{already} already in {args.out}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"predicted": len(todo) - failed, "unreadable": failed,
+                              "retried": retried, "already_done": already, "out": args.out}))
+        else:
+            print(f"{len(todo) - failed} predicted, {failed} unreadable ({retried} retried), "
+                  f"{already} already in {args.out}", file=sys.stderr)
         return 1 if failed else 0
     _print(printed, args.json)
     if failed:
         print(f"{failed} of {len(printed)} videos unreadable", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _predictor(args: argparse.Namespace) -> Predictor:
-    """A checkpoint on torch, or an exported file on onnxruntime (--runtime onnx --model)."""
-    from aim_video.predictor import Predictor
-
-    if args.runtime == "torch":
-        if args.model is not None:
-            raise UserError("--model names an exported file, which runs with --runtime onnx")
-        if not args.checkpoint:
-            raise UserError("--checkpoint is required (or --runtime onnx --model MODEL.onnx)")
-        return Predictor.from_checkpoints(args.checkpoint, pretrained=args.pretrained,
-                                          device=args.device, views=args.views)
-    from aim_video.export import onnx_predictor
-
-    for option, value in (("--checkpoint", args.checkpoint), ("--pretrained", args.pretrained)):
-        if value is not None:
-            raise UserError(f"{option} is for --runtime torch; --runtime onnx takes --model "
-                            "(the exported file holds the weights)")
-    if args.model is None:
-        raise UserError("--model MODEL.onnx is required with --runtime onnx")
-    if args.device not in ("auto", "cpu"):
-        raise UserError(f"--device {args.device}: --runtime onnx runs on the CPU")
-    return onnx_predictor(args.model, views=args.views)
 
 
 def _check_same_tasks(results: JsonlResults, predictor: Predictor) -> None:

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from aim_video.cli.arguments import non_negative_int, positive_int
+from aim_video.cli import arguments
+from aim_video.cli.arguments import positive_int
 from aim_video.data.annotations import FORMATS, Annotations, detect_format, load_annotations
 from aim_video.data.decode import BACKENDS
 from aim_video.data.prepare import (
@@ -19,6 +20,7 @@ from aim_video.data.prepare import (
     target_paths,
 )
 from aim_video.data.shards import parse_size, write_shards
+from aim_video.data.sources import list_root
 from aim_video.errors import UserError
 
 
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "as H.264 with a keyframe every GOP frames, no B-frames and x264's fastdecode tuning, "
         "and write an MMAction2 list of the prepared videos (same labels) and classes.txt "
         "into DIR. Resumable: finished videos are skipped. Videos that cannot be decoded are "
-        "left out and listed in DIR/bad_inputs.json. Train on the result with "
+        "left out and listed in DIR/bad_inputs.json (exit status 1). Train on the result with "
         "data.train=DIR/<list> data.class_names=DIR/classes.txt.",
     )
     p.add_argument("annotation", help="annotation file (or folder for 'folder' / 'hmdb51')")
@@ -46,14 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: %(default)s)")
     p.add_argument("--preset", default=EncodeSettings.preset, choices=X264_PRESETS,
                    help="x264 preset: encoding time against file size (default: %(default)s)")
-    p.add_argument("--workers", type=non_negative_int, default=None,
-                   help="processes; 0: in this one (default: CPU count)")
-    p.add_argument("--format", default="auto", choices=FORMATS,
-                   help="annotation format (default: by the file)")
-    p.add_argument("--root", default=None, help="prefix for relative video paths")
-    p.add_argument("--class-names", default=None, help="class names file, if the format needs one")
-    p.add_argument("--backend", default="pyav", choices=BACKENDS, help="reader of the sources")
-    p.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame folders' file names")
+    arguments.add(p, "workers")
+    arguments.add(p, "format", choices=FORMATS)
+    arguments.add(p, "root", "class_names")
+    arguments.add(p, "backend", choices=BACKENDS)
+    arguments.add(p, "frame_template")
     p.add_argument("--list-name", default=None,
                    help="file name of the prepared list in DIR (default: ANNOTATION's name "
                    "with .txt; UCF101/HMDB51 split files: with _list.txt)")
@@ -61,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also pack the prepared videos into tar shards of about SIZE (e.g. "
                    "1GB) in the WebDataset layout, with an index NAME.shards.json to train from "
                    "(local, over HTTP or from an object store)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    arguments.add(p, "no_progress")
     p.set_defaults(func=run)
 
 
@@ -82,12 +81,14 @@ def _list_name(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    arguments.check_out(args.out, "folder")
     try:
         settings = EncodeSettings(args.short_side, args.gop, args.crf, args.preset)
     except ValueError as err:  # an impossible --short-side / --crf
         raise UserError(str(err)) from None
     annotations = load_annotations(
-        args.annotation, args.format, root=args.root, class_names=args.class_names
+        args.annotation, args.format, root=list_root(args.annotation, args.root),
+        class_names=args.class_names
     )
     list_name = args.list_name or _list_name(args)
     if (Path(args.out) / list_name).resolve() == Path(args.annotation).resolve():
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     _print_report(report, Path(args.out))
     if args.shards is not None:
         _pack(annotations, report, Path(args.out), Path(list_name).stem, args.shards)
-    return 0
+    return 1 if report.bad else 0
 
 
 def _pack(annotations: Annotations, report: PrepareReport, out: Path, name: str,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
+
+from aim_video.cli import arguments
+from aim_video.errors import UserError
 
 if TYPE_CHECKING:
     from aim_video.predictor import Timeline
@@ -21,44 +25,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Slide the clip the model was trained on over a whole video (decoded once, "
                     "forward) and classify each window with the checkpoint's test crops. Writes "
                     "timeline.csv, timeline.json, segments.json (runs of windows with the same "
-                    "top class at --threshold or above) and timeline.png. With several "
+                    "top class at --threshold or above) and timeline.png. Runs on a checkpoint or "
+                    "on an exported file (--runtime onnx). With several "
                     "--checkpoint options trained on one backbone, each task (named by its run "
                     "folder) gets these files in DIR/TASK/.",
     )
     parser.add_argument("video", metavar="VIDEO")
-    parser.add_argument("--checkpoint", required=True, action="append", metavar="PATH",
-                        help="last.pt / best.pt of a run; repeat it for several tasks trained "
-                             "on one backbone (the video is decoded once for all)")
-    parser.add_argument("--pretrained", metavar="PATH", help="backbone weights (if moved)")
-    parser.add_argument("--stride", type=float, metavar="SECONDS",
-                        help="time between window starts (default: the window's length)")
-    parser.add_argument("--window", type=float, metavar="SECONDS",
-                        help="window length, uniform-sampling checkpoints only (default: "
-                             "data.num_frames x data.frame_interval frames)")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="least top-class probability of a window in a segment")
-    parser.add_argument("--top-k", type=int, default=5, help="classes per window")
+    arguments.add_model(parser)
+    arguments.add(parser, "window", "stride", "threshold", "top_k", "batch_size", "no_progress",
+                  "json")
     parser.add_argument("--out", default="timeline", metavar="DIR", help="output folder")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--crops", type=int, choices=(1, 3),
-                        help="crops per window (default: the checkpoint's test crops)")
-    parser.add_argument("--batch-size", type=int, help="windows per batch (default: eval.batch_size)")
     parser.add_argument("--no-plot", action="store_true", help="no timeline.png")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from aim_video.data.decode import VideoDecodeError
-    from aim_video.predictor import Predictor
+    from aim_video.engine.config import parse_views
 
-    views = f"1x{args.crops}" if args.crops else None
-    predictor = Predictor.from_checkpoints(args.checkpoint, pretrained=args.pretrained,
-                                           device=args.device, views=views)
+    if args.views is not None and parse_views(args.views)[0] != 1:
+        raise UserError(f"--views {args.views}: a window is one clip; give 1xCROPS, e.g. 1x3")
+    arguments.check_out(args.out, "folder")
+    # Stored in timeline.json: `aim-video report DIR` links the video from any folder.
+    video = os.path.abspath(args.video)
+    predictor = arguments.predictor_from_args(args)
     try:
         with tqdm(unit="window", disable=args.no_progress, file=sys.stderr,
                   desc="timeline") as bar:
-            timelines = predictor.timelines(args.video, stride=args.stride, window=args.window,
+            timelines = predictor.timelines(video, stride=args.stride, window=args.window,
                                             batch_size=args.batch_size, progress=bar.update)
     except VideoDecodeError as err:
         print(f"aim-video timeline: unreadable: {err}", file=sys.stderr)
@@ -66,23 +60,40 @@ def run(args: argparse.Namespace) -> int:
     note = next(iter(timelines.values())).note
     if note:
         print(f"aim-video timeline: note: {args.video}: {note}", file=sys.stderr)
+    summaries = {}
     for name, timeline in timelines.items():
         folder = Path(args.out) / name if predictor.multitask else Path(args.out)
-        if predictor.multitask:
-            print(f"{name}:")
-        _write(timeline, folder, args)
+        summaries[name] = _write(timeline, folder, args)
+    if args.json:
+        tasks = summaries if predictor.multitask else next(iter(summaries.values()))
+        print(json.dumps({"video": video, **({"tasks": tasks} if predictor.multitask
+                                            else tasks)}))
+    else:
+        for name, summary in summaries.items():
+            if predictor.multitask:
+                print(f"{name}:")
+            _print(summary)
     return 0
 
 
-def _write(timeline: Timeline, folder: Path, args: argparse.Namespace) -> None:
-    """One task's files in `folder`, and its summary on stdout."""
+def _write(timeline: Timeline, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One task's files in `folder`; returns its summary (windows, span, segments, folder)."""
     from aim_video.timeline import write_timeline
 
     paths = write_timeline(timeline, folder, top_k=args.top_k, threshold=args.threshold,
                            plot=not args.no_plot)
     segments = json.loads(paths["segments"].read_text())["segments"]
-    span = f"{timeline.starts[0]:.2f}-{timeline.ends[-1]:.2f} s" if len(timeline.starts) else "-"
-    print(f"{len(timeline.starts)} windows ({span}), {len(segments)} segments -> {folder}")
-    for seg in segments:
+    has = len(timeline.starts) > 0
+    return {"windows": len(timeline.starts),
+            "start": float(timeline.starts[0]) if has else None,
+            "end": float(timeline.ends[-1]) if has else None,
+            "segments": segments, "out": str(folder)}
+
+
+def _print(summary: dict[str, Any]) -> None:
+    span = (f"{summary['start']:.2f}-{summary['end']:.2f} s" if summary["windows"] else "-")
+    print(f"{summary['windows']} windows ({span}), {len(summary['segments'])} segments -> "
+          f"{summary['out']}")
+    for seg in summary["segments"]:
         print(f"  {seg['start']:8.2f} - {seg['end']:8.2f} s  {seg['class']}  "
               f"(mean p {seg['mean_prob']:.2f})")

@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from aim_video.cli import arguments
 from aim_video.engine.config import load_config
-
-
-def add_override_argument(parser: argparse.ArgumentParser, help: str) -> None:
-    """--set SECTION.KEY=VALUE ..., shared by train and eval."""
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                        metavar="SECTION.KEY=VALUE", help=f"override config values, {help}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,9 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "torchrun --nproc_per_node N $(which aim-video) train ..."
         ),
     )
-    parser.add_argument("--config", required=True,
-                        help="a preset name (e.g. k400_vitb16_8f, synthetic_cpu) or a YAML file")
-    add_override_argument(parser, "e.g. --set optim.lr=1e-4 data.num_workers=8")
+    arguments.add(parser, "config", required=True)
+    arguments.add(parser, "set")
     parser.add_argument("--out", help="output folder (train.out_dir)")
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="continue a run: 'auto' takes OUT/last.pt when present")
@@ -34,15 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="start a fresh run's adapters, temporal embedding and (same classes) "
                              "head from another run's last.pt/best.pt or a released AIM "
                              "checkpoint (train.init_from; ignored when resuming)")
-    parser.add_argument("--pretrained", metavar="PATH",
-                        help="image backbone weights, e.g. OpenAI CLIP ViT-B-16.pt")
+    arguments.add(parser, "pretrained")
     parser.add_argument("--allow-random-backbone", action="store_true",
                         help="train even though no backbone weights are given (rarely wanted)")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="load a --pretrained or --init-from file that needs full pickle "
                              "(trusted files only)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    arguments.add(parser, "no_progress", "json")
     parser.set_defaults(func=run)
 
 
@@ -68,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from aim_video.engine.train import train  # the heavy imports only when training
     from aim_video.report import ThumbnailWriter, build_eval_report
 
+    arguments.check_out(args.out, "folder")
     cfg = load_config(args.config, config_overrides(args))
     # The final evaluations' thumbnails are written while evaluating (every process its
     # shard's), their pages from the folders rank 0 wrote.

@@ -62,6 +62,7 @@ from aim_video.data.decode import (
     template_regex,
 )
 from aim_video.data.sampling import DenseSampling, Sampling, UniformSampling
+from aim_video.data.sources import list_root
 from aim_video.data.transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -124,7 +125,7 @@ class DataConfig:
     train: str | None = None  # training annotation file
     val: str | None = None  # validation annotation file (evaluated during training)
     test: str | None = None  # test annotation file
-    root: str | None = None  # folder that relative video paths are relative to
+    root: str | None = None  # folder that relative video paths are under; None: beside the list
     class_names: str | list[str] | None = None  # class names, or a file of them, one a line
     backend: Backend = "pyav"  # video decoder: "pyav", "decord" or "frames" (image folders)
     frame_template: str = "img_{:05d}.jpg"  # file names inside frame folders
@@ -642,7 +643,7 @@ def build_dataset(cfg: DataConfig, split: Literal["train", "val", "test"]) -> Vi
         raise DataError(f"data.{split}: {path}: no such annotation file")
     if cfg.root is not None and not Path(cfg.root).is_dir():
         raise DataError(f"data.root: {cfg.root}: no such folder")
-    annotations = load_annotations(path, cfg.format, cfg.root, cfg.class_names)
+    annotations = load_annotations(path, cfg.format, list_root(path, cfg.root), cfg.class_names)
     _check_videos_exist(annotations.records, cfg, f"data.{split} ({path})")
     return VideoDataset(annotations, cfg, mode=mode, source=f"data.{split} ({path})")
 
@@ -660,7 +661,8 @@ def _check_videos_exist(records: Sequence[VideoRecord], cfg: DataConfig, source:
     probes = records[::step][:ROOT_PROBES]
     if any(Path(record.path).exists() for record in probes):
         return
-    root = f"data.root ({cfg.root})" if cfg.root is not None else "data.root (not set)"
+    root = (f"data.root ({cfg.root})" if cfg.root is not None
+            else "data.root (not set: entries are read beside the list)")
     raise DataError(
         f"{source}: none of {len(probes)} videos checked exists (e.g. {probes[0].path}); "
         f"is {root} right?"

@@ -413,14 +413,13 @@ def with_paths(cfg: RunConfig, paths: dict[str, str]) -> RunConfig:
 def with_absolute_paths(cfg: RunConfig) -> RunConfig:
     """A copy whose file and folder settings (`PATH_KEYS`) are absolute paths.
 
-    Without `data.root`, relative video paths are read from the working folder, so that folder
-    becomes the root: the saved config then means the same from anywhere. Class names given as
-    a list, URLs (sharded data: http://, s3://) and unset paths stay as they are.
+    The saved config then means the same from anywhere: an unset `data.root` stays unset, as
+    the lists' relative entries are beside each list (`aim_video.data.sources.list_root`), which
+    an absolute list path keeps. Class names given as a list, URLs (sharded data: http://,
+    s3://) and unset paths stay as they are.
     """
     paths = {key: os.path.abspath(os.path.expanduser(value)) for key in PATH_KEYS
              if isinstance(value := _get(cfg, key), str) and "://" not in value}  # URLs stay
-    if cfg.data.root is None:
-        paths["data.root"] = os.getcwd()
     return with_paths(cfg, paths)
 
 

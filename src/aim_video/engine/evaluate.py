@@ -37,6 +37,7 @@ from tqdm import tqdm
 from aim_video.data.annotations import load_annotations
 from aim_video.data.dataset import DataConfig, VideoDataset, ViewsBatch
 from aim_video.data.shards import ShardViewsSet, is_shard_source, open_shard_dataset, rank_subset
+from aim_video.data.sources import list_root
 from aim_video.engine import checkpoint as ckpt
 from aim_video.engine.config import ConfigError, RunConfig, config_to_dict, with_views
 from aim_video.engine.distributed import (
@@ -283,7 +284,8 @@ def eval_dataset(data: DataConfig, split: Split) -> VideoDataset:
         raise ConfigError(f"no annotation file for the {split} split: set data.{split}")
     if is_shard_source(path):  # streamed from tar shards: each rank reads its own shards
         return open_shard_dataset(data, str(path), "test", f"data.{split}")
-    annotations = load_annotations(path, data.format, data.root, data.class_names)
+    annotations = load_annotations(path, data.format, list_root(path, data.root),
+                                   data.class_names)
     return VideoDataset(annotations, data, mode="test")
 
 
