@@ -60,9 +60,9 @@ TASKS: tuple[Task, ...] = ("motion", "appearance")
 
 # Bump whenever rendering or layout changes, so that stale folders get regenerated.
 # 2: grows starts bigger and fades_in starts visible.
-SYNTHETIC_VERSION = 2
+# 3: lossless H.264 (qp 0): the frames no longer depend on the encoder's choices.
+SYNTHETIC_VERSION = 3
 FPS = 8
-CRF = 18  # low enough that 1-pixel edges and saturated colours survive yuv420p at 32-64 px
 SUPERSAMPLE = 2  # render at 2x per axis and box-filter down: anti-aliased edges and textures
 TEXTURE_SHADE = 0.3  # the second colour of a texture is the object colour darkened to this
 MIN_CONTRAST = 0.2  # background luminance stays this far from the object's
@@ -598,8 +598,14 @@ class _Job:
     render: _Render
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = FPS, crf: int = CRF) -> None:
-    """Encode uint8 (T, H, W, 3) RGB frames as H.264 (yuv420p) in an mp4 file.
+def write_video(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
+    """Encode uint8 (T, H, W, 3) RGB frames as lossless H.264 (yuv420p) in an mp4 file.
+
+    The data set is defined by what its files decode to, and lossless coding makes that the
+    YUV frames given to the encoder, whatever the encoder decides. Lossy x264 is not
+    reproducible here: its AVX-512 MB-tree path reads memory that its input does not
+    determine, so the same frames encoded in two processes could decode up to 25/255 apart.
+    (Lossless is constant-QP, which turns the MB-tree off, so the bytes agree too.)
 
     The file appears at ``path`` only when complete (written beside it, then renamed).
     """
@@ -619,7 +625,9 @@ def write_video(path: Path, frames: np.ndarray, fps: int = FPS, crf: int = CRF) 
             # on its thread counts, and PyAV's default (0) means one per CPU. The set is
             # parallel over processes instead, so a seed gives the same bytes for any pool.
             codec.thread_count, codec.thread_type = 1, "NONE"
-            stream.options = {"crf": str(crf), "preset": "fast", "threads": "1",
+            # qp 0 is lossless: the decoder gives back these YUV planes bit for bit (profile
+            # High 4:4:4 Predictive, which FFmpeg's decoder, and so PyAV and decord, read).
+            stream.options = {"qp": "0", "preset": "fast", "threads": "1",
                               "x264-params": "lookahead-threads=1:sliced-threads=0"}
             for index, rgb in enumerate(frames):
                 # RGB -> YUV here, by one swscale thread; encode() would convert with the
@@ -728,7 +736,7 @@ def make_synthetic(
     pairs = None if pairs is None else tuple(pairs)
     names = class_names(task, pairs)
     params = dict(version=SYNTHETIC_VERSION, task=task, seed=seed, num_train=num_train,
-                  num_val=num_val, frames=frames, size=size, fps=FPS, crf=CRF,
+                  num_val=num_val, frames=frames, size=size, fps=FPS, qp=0,
                   pairs=None if pairs is None else list(pairs))
     render = _Render(frames, size, task, pairs)
     splits = {
