@@ -77,13 +77,15 @@ def schedule(path: Path) -> list[tuple[float, int, bool]]:
 
 
 def send_paced(data: bytes, marks: list[tuple[float, int, bool]], write, start: int = 0,
-               stop: int | None = None) -> None:
+               stop: int | None = None, tables: bool = True) -> None:
     """Writes `data[:stop]` from packet offset `start` on, each packet when its time comes
-    (the bytes before the first packet, the stream's tables, go first)."""
+    (with `tables`, the bytes before the first packet, the stream's tables, go first: a new
+    connection's start)."""
     stop = len(data) if stop is None else stop
     shown = [(t, pos) for t, pos, _ in marks if start <= pos < stop]
     t0, clock = shown[0][0], time.monotonic()
-    write(data[: marks[0][1]])
+    if tables:
+        write(data[: marks[0][1]])
     ends = [pos for _, pos in shown[1:]] + [stop]
     for (t, pos), end in zip(shown, ends):
         time.sleep(max(0.0, clock + t - t0 - time.monotonic()))
@@ -124,7 +126,7 @@ class PacedServer:
                     send_paced(data, marks, self.wfile.write, 0, hold)
                     owner.released.wait()
                     if not owner.closing:
-                        send_paced(data, marks, self.wfile.write, hold)
+                        send_paced(data, marks, self.wfile.write, hold, tables=False)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
