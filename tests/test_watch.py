@@ -6,11 +6,17 @@ served by the test at their real pace (each packet sent when its time comes). Th
 is `Predictor.timeline` on the same file: `watch` must give its windows (start, end) and
 probabilities to 1e-5 (the same model on the same clips, one window per call against a batch:
 fp32 rounding only).
+
+Nothing here depends on how fast the machine is or how threads are scheduled: the live streams
+are watched with skipping off (`max_lag` 0), so every window is classified whatever the load;
+skipping itself is played on a fake clock; a test that must act while a stream plays holds the
+stream at a known packet until it has acted, instead of racing the stream's end.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -28,9 +34,10 @@ import pytest
 from chromium import INSTALL_HINT, Chromium, find_chromium
 from video_helpers import frame_colour, frame_index, one_thread, write_checkpoint  # noqa: F401
 
+from aim_video import live
 from aim_video.cli import main
-from aim_video.data.stream import stream_windows
-from aim_video.live import LiveSource, watch
+from aim_video.data.stream import Window, stream_windows
+from aim_video.live import LiveSource, _Handoff, watch
 from aim_video.live_server import LiveServer
 from aim_video.timeline import segments
 from aim_video.predictor import Predictor
@@ -70,13 +77,15 @@ def schedule(path: Path) -> list[tuple[float, int, bool]]:
 
 
 def send_paced(data: bytes, marks: list[tuple[float, int, bool]], write, start: int = 0,
-               stop: int | None = None) -> None:
+               stop: int | None = None, tables: bool = True) -> None:
     """Writes `data[:stop]` from packet offset `start` on, each packet when its time comes
-    (the bytes before the first packet, the stream's tables, go first)."""
+    (with `tables`, the bytes before the first packet, the stream's tables, go first: a new
+    connection's start)."""
     stop = len(data) if stop is None else stop
     shown = [(t, pos) for t, pos, _ in marks if start <= pos < stop]
     t0, clock = shown[0][0], time.monotonic()
-    write(data[: marks[0][1]])
+    if tables:
+        write(data[: marks[0][1]])
     ends = [pos for _, pos in shown[1:]] + [stop]
     for (t, pos), end in zip(shown, ends):
         time.sleep(max(0.0, clock + t - t0 - time.monotonic()))
@@ -85,11 +94,15 @@ def send_paced(data: bytes, marks: list[tuple[float, int, bool]], write, start: 
 
 class PacedServer:
     """Serves a TS file over HTTP on 127.0.0.1 at its pace; with `drop`, the first connection
-    ends at that packet offset and the next one goes on from there (as a live stream does)."""
+    ends at that packet offset and the next one goes on from there (as a live stream does);
+    with `hold`, it stops sending at that packet offset until `release()` (and ends there at
+    `close()`): a stream that cannot end before the test has done what it does meanwhile."""
 
-    def __init__(self, path: Path, drop: int | None = None) -> None:
+    def __init__(self, path: Path, drop: int | None = None, hold: int | None = None) -> None:
         data, marks = path.read_bytes(), schedule(path)
         self.connections = 0
+        self.released = threading.Event()
+        self.closing = False
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -107,7 +120,13 @@ class PacedServer:
                 self.end_headers()
                 part = ((0, drop) if n == 1 else (drop, None)) if drop else (0, None)
                 try:
-                    send_paced(data, marks, self.wfile.write, *part)
+                    if hold is None:
+                        send_paced(data, marks, self.wfile.write, *part)
+                        return
+                    send_paced(data, marks, self.wfile.write, 0, hold)
+                    owner.released.wait()
+                    if not owner.closing:
+                        send_paced(data, marks, self.wfile.write, hold, tables=False)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -116,7 +135,12 @@ class PacedServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/live.ts"
 
+    def release(self) -> None:
+        self.released.set()
+
     def close(self) -> None:
+        self.closing = True
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -128,6 +152,15 @@ def setup(tmp_path_factory):
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
     video = write_ts(folder / "v.ts")
     return checkpoint, predictor, video, predictor.timeline(video, stride=STRIDE)
+
+
+def last_keyframe(video: Path) -> int:
+    """The byte offset of the last keyframe (frame 24): a stream held there has given exactly
+    4 windows (the 5th, 2-3 s, is complete only when frame 24 arrives)."""
+    return [pos for _, pos, key in schedule(video) if key][-1]
+
+
+HELD_WINDOWS = 4
 
 
 def windows_of(records: list[dict]) -> list[dict]:
@@ -195,7 +228,7 @@ def test_an_http_stream_at_its_pace_gives_the_timeline(setup):
     _, predictor, video, timeline = setup
     server = PacedServer(video)
     try:
-        records = list(watch(predictor, server.url, stride=STRIDE, top_k=3))
+        records = list(watch(predictor, server.url, stride=STRIDE, top_k=3, max_lag=0))
     finally:
         server.close()
     assert_timeline_windows(records, timeline)
@@ -207,7 +240,8 @@ def test_a_dropped_connection_is_reopened_and_the_gap_reported(setup):
     keyframes = [pos for t, pos, key in schedule(video) if key and t > 0]
     server = PacedServer(video, drop=keyframes[len(keyframes) // 2])
     try:
-        records = list(watch(predictor, server.url, stride=STRIDE, top_k=3, reconnect=1.5))
+        records = list(watch(predictor, server.url, stride=STRIDE, top_k=3, reconnect=1.5,
+                             max_lag=0))
     finally:
         server.close()
     kinds = [r["type"] for r in records]
@@ -216,21 +250,30 @@ def test_a_dropped_connection_is_reopened_and_the_gap_reported(setup):
     assert gaps[0]["at"] == 15 / FPS  # the last frame before the drop (at keyframe 16)
     # The second connection goes on where the first stopped: the windows are the timeline's.
     assert_timeline_windows(records, timeline)
-    assert 0 < kinds.index("gap") < len(kinds) - 1
+    # The gap comes where the stream broke: after the windows frames 0-15 complete (0-1 s,
+    # 0.5-1.5 s), before the first that needs frame 16.
+    gap = kinds.index("gap")
+    assert [w["start"] for w in windows_of(records[:gap])] == [0.0, 0.5]
     # Then the server has nothing more: the source is given up after --reconnect seconds.
-    assert kinds[-1] == "end" and "lost" in kinds[-3:-1]
+    # Only that tells the stream has ended, so the last window (3-4 s, which ends with the
+    # stream) comes after `lost`; then the open segments close and `end` is last.
+    lost = kinds.index("lost")
+    assert records[lost]["at"] == (FRAMES - 1) / FPS
+    assert kinds[lost + 1] == "window" and records[lost + 1]["start"] == timeline.starts[-1]
+    assert set(kinds[lost + 2:-1]) <= {"segment"} and kinds[-1] == "end"
     assert records[-1]["gaps"] == 1 and "not back within 1.5 s" in records[-1]["note"]
 
 
 def test_standard_input_gives_the_timeline(setup, tmp_path):
     checkpoint, _, video, timeline = setup
-    # One thread, as in this process: a tiny model is fastest so, and keeps up on a busy CPU.
+    # One thread, as in this process: a tiny model is fastest so on a busy CPU.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    errors = open(tmp_path / "stderr.txt", "wb")  # a file: no pipe to fill while out is read
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from aim_video.cli import main; sys.exit(main())",
          "watch", "-", "--checkpoint", str(checkpoint), "--stride", str(STRIDE), "--top-k",
-         "3", "--device", "cpu", "--json"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+         "3", "--device", "cpu", "--json", "--max-lag", "inf"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, env=env,
         bufsize=0)  # each packet reaches the pipe when it is written
 
     def feed() -> None:
@@ -240,48 +283,124 @@ def test_standard_input_gives_the_timeline(setup, tmp_path):
     feeder = threading.Thread(target=feed)
     feeder.start()
     out = proc.stdout.read()
-    err = proc.stderr.read()
-    proc.wait(timeout=60)
+    proc.wait()
     feeder.join()
-    assert proc.returncode == 0, err.decode()
+    errors.close()
+    assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()
     records = [json.loads(line) for line in out.decode().splitlines()]
     assert_timeline_windows(records, timeline)
     assert records[-1]["type"] == "end" and records[-1]["skipped"] == 0
 
 
-class Slow:
-    """The model, taking `seconds` longer per call: slower than the stream."""
+class FakeClock:
+    """Seconds that pass only when the test says so."""
 
-    def __init__(self, model, seconds: float) -> None:
-        self.model, self.seconds, self.calls = model, seconds, 0
+    def __init__(self) -> None:
+        self.now = 0.0
 
-    def __call__(self, clips):
-        self.calls += 1
-        time.sleep(self.seconds)
-        return self.model(clips)
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_a_slow_model_skips_to_the_newest_window_and_counts_what_it_skipped(setup):
-    _, predictor, video, timeline = setup
-    model = predictor.model
-    predictor.model = Slow(model, 1.5 * STRIDE)  # 3 windows arrive while it does 2
-    try:
-        records = list(watch(predictor, str(video), stride=STRIDE, top_k=3, realtime=True))
-    finally:
-        predictor.model = model
-    got = windows_of(records)
-    end = records[-1]
-    # Every window is either classified or counted as skipped; some had to be skipped.
-    assert end["windows"] == len(got) and end["windows"] + end["skipped"] == WINDOWS
-    assert end["skipped"] > 0
-    # What is classified is the timeline (live equals offline), in order, ending with the
-    # newest window; each record counts the windows skipped just before it.
-    assert_timeline_windows(records, timeline, every=False)
-    starts = [w["start"] for w in got]
-    assert starts == sorted(starts) and starts[-1] == timeline.starts[-1]
-    positions = [round(s / STRIDE) for s in starts]
-    assert [w["skipped"] for w in got] == [b - a - 1 for a, b in zip([-1] + positions,
-                                                                     positions)]
+def play(n: int, model_seconds: float, max_lag: float, depth: int = 8,
+         arrivals: list[float] | None = None):
+    """`n` windows of a stream (window k from k * STRIDE to that + 1 s, arriving at
+    `arrivals[k]`, by default when it ends: at its pace) through `_Handoff` to a model taking
+    `model_seconds` per window, all on a fake clock: one thread, so each put and take happens
+    at a time the test sets. `max_lag` infinite: skipping off.
+
+    Returns:
+        (start, skipped just before it, seconds it waited for the model) per window taken,
+        the windows queued each time the model came for one, and the windows skipped after
+        the last one taken.
+    """
+    clock, stop = FakeClock(), threading.Event()
+    handoff = _Handoff(max_lag != math.inf, max_lag, depth=depth, clock=clock)
+    stream = [Window(k, k * STRIDE, k * STRIDE + 1.0, np.zeros(0)) for k in range(n)]
+    arrivals = arrivals or [w.end for w in stream]
+    taken, queued, free, i = [], [], 0.0, 0
+    while i < n or handoff.items:
+        while i < n and arrivals[i] <= free:  # what arrived while the model was busy
+            clock.now = arrivals[i]
+            handoff.put("window", stream[i], stop)
+            i += 1
+        if not handoff.items:  # the model waits for the next window
+            free = arrivals[i]
+            continue
+        clock.now = free
+        queued.append(len(handoff.items))
+        _, window, arrived, skipped = handoff.take(stop)
+        taken.append((window.start, skipped, clock.now - arrived))
+        free += model_seconds
+    return taken, queued, handoff.skipped
+
+
+def test_a_slow_model_skips_to_the_newest_window_and_counts_what_it_skipped():
+    # A window every 0.5 s, a model taking 1.25 s (2.5 windows' time) for each, windows up to
+    # 0.6 s late classified. Window k is due at 1 + 0.5k s; the model comes for one at 1,
+    # 2.25, 3.5, 4.75, 6 and 7.25 s and finds (lateness): 0; 1 (0.75 s: skipped), 2 (0.25 s:
+    # taken); 3 (1 s), 4 (0.5 s), 5; 5 (1.25 s), 6 (0.75 s), 7 (0.25 s); 8 (1 s), 9 (0.5 s),
+    # 10; 10 (1.25 s), 11 (0.75 s: late too, but the newest, so taken).
+    taken, queued, after = play(12, 1.25, max_lag=0.6)
+    assert taken == [(0.0, 0, 0.0), (1.0, 1, 0.25), (2.0, 1, 0.5), (3.5, 2, 0.25),
+                     (4.5, 1, 0.5), (5.5, 1, 0.75)]
+    assert after == 0  # the stream's last window is classified: nothing skipped after it
+    # Every window is classified or counted, once.
+    assert len(taken) + sum(skipped for _, skipped, _ in taken) + after == 12
+    # Windows up to 1.1 s late are classified: the model takes the oldest of those, and a
+    # window later than that only when it is the newest (at 7.25 s: 10, 1.25 s late, and 11).
+    taken, queued, after = play(12, 1.25, max_lag=1.1)
+    assert taken == [(0.0, 0, 0.0), (0.5, 0, 0.75), (1.5, 1, 1.0), (3.0, 2, 0.75),
+                     (4.0, 1, 1.0), (5.5, 2, 0.75)]
+    # No backlog: however long the stream, the model finds at most the windows of max_lag
+    # (and the newest) waiting, and none waits longer than max_lag and one model call.
+    for max_lag, most in ((0.6, 2), (1.1, 3)):
+        taken, queued, after = play(400, 1.25, max_lag=max_lag)
+        assert max(queued) == most and max(w for _, _, w in taken) <= max_lag + 1.25
+        assert len(taken) + sum(skipped for _, skipped, _ in taken) + after == 400
+    # A model that keeps up skips nothing, whatever max_lag.
+    taken, queued, after = play(12, 0.4, max_lag=0.0001)
+    assert [t[:2] for t in taken] == [(k * STRIDE, 0) for k in range(12)] and after == 0
+    # Nor does a burst: windows 0-8 arrive at once, 4.5 s after their pace (a server sending
+    # what it had buffered), then the rest at its pace that much later. They are early, not
+    # late: the model works through them at 0.4 s a window and catches up.
+    arrivals = [max(10.0, 1 + k * STRIDE + 4.5) for k in range(20)]
+    taken, queued, after = play(20, 0.4, max_lag=STRIDE, depth=20, arrivals=arrivals)
+    assert [t[:2] for t in taken] == [(k * STRIDE, 0) for k in range(20)] and after == 0
+
+
+def test_max_lag_decides_when_watch_skips(setup, monkeypatch):
+    _, predictor, video, _ = setup
+    made: list = []
+
+    class Seen(_Handoff):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(live, "_Handoff", Seen)
+    # (skip, budget): a live source skips a window one stride late by default, max_lag late
+    # when given; max_lag 0 or inf, or a file played as fast as it decodes, never skips.
+    for kwargs, expected in (({}, (True, STRIDE)), ({"max_lag": 2.0}, (True, 2.0)),
+                             ({"max_lag": 0}, (False,)), ({"max_lag": math.inf}, (False,)),
+                             ({"realtime": False, "max_lag": 2.0}, (False,))):
+        stop = threading.Event()
+        stop.set()  # no need to play it: the handoff is made before the first frame
+        records = list(watch(predictor, str(video), stride=STRIDE, stop=stop,
+                             **{"realtime": True, **kwargs}))
+        assert records[-1]["type"] == "end" and records[-1]["reason"] == "stopped"
+        assert (made[-1].skip, made[-1].budget)[:len(expected)] == expected, kwargs
+    with pytest.raises(ValueError, match="max_lag must be 0 or more seconds"):
+        next(watch(predictor, str(video), max_lag=-1.0))
+
+
+def test_with_skipping_off_every_window_is_classified_in_order():
+    # max_lag 0 or inf: the same slow model classifies every window; the lag grows instead,
+    # 0.75 s a window (which is why a live source is then read only as fast as the model goes).
+    taken, queued, after = play(12, 1.25, max_lag=math.inf, depth=12)
+    assert [(start, skipped) for start, skipped, _ in taken] == [(k * STRIDE, 0)
+                                                                for k in range(12)]
+    assert [lag for _, _, lag in taken] == [0.75 * k for k in range(12)] and after == 0
 
 
 def test_timestamps_that_restart_keep_window_times_monotonic(tmp_path):
@@ -307,7 +426,8 @@ def test_a_source_that_cannot_be_opened_is_one_line(setup, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0] and source in err[0]
     for option, words in ((["--views", "3x1"], "a window is one clip"),
-                          (["--serve", "localhost:http"], "expected HOST:PORT")):
+                          (["--serve", "localhost:http"], "expected HOST:PORT"),
+                          (["--max-lag", "-1"], "--max-lag -1: give 0 or more seconds")):
         assert main(["watch", "-", "--checkpoint", checkpoint, *option]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0]
@@ -316,30 +436,37 @@ def test_a_source_that_cannot_be_opened_is_one_line(setup, tmp_path, capsys):
 def test_sigterm_ends_cleanly_with_everything_written(setup, tmp_path, capsys):
     checkpoint, _, video, timeline = setup
     out = tmp_path / "events.jsonl"
+    # The stream stops at its last keyframe and stays open: the signal comes mid-stream.
+    server = PacedServer(video, hold=last_keyframe(video))
 
-    def stop_after_three_windows() -> None:
-        while not out.exists() or out.read_text().count('"type": "window"') < 3:
-            time.sleep(0.02)
+    def stop_when_held_windows_are_written() -> None:
+        while not out.exists() or out.read_text().count('"type": "window"') < HELD_WINDOWS:
+            time.sleep(0.02)  # between polls, not as synchronisation
         os.kill(os.getpid(), signal.SIGTERM)
 
-    killer = threading.Thread(target=stop_after_three_windows, daemon=True)
+    killer = threading.Thread(target=stop_when_held_windows_are_written, daemon=True)
     killer.start()
-    assert main(["watch", str(video), "--realtime", "--checkpoint", str(checkpoint),
-                 "--stride", str(STRIDE), "--threshold", "0", "--top-k", "3", "--device",
-                 "cpu", "--out", str(out)]) == 130
+    try:
+        assert main(["watch", server.url, "--checkpoint", str(checkpoint), "--stride",
+                     str(STRIDE), "--threshold", "0", "--top-k", "3", "--device", "cpu",
+                     "--max-lag", "0", "--out", str(out)]) == 130
+    finally:
+        server.close()
     killer.join()
     records = [json.loads(line) for line in out.read_text().splitlines()[1:]]
     assert records[-1]["type"] == "end" and records[-1]["reason"] == "stopped"
+    assert [w["start"] for w in windows_of(records)] == timeline.starts[:HELD_WINDOWS].tolist()
     got = windows_of(records)
-    assert 3 <= len(got) < WINDOWS
     assert_timeline_windows(records, timeline, every=False)
     # The open segment was closed: the segments cover every window classified.
     assert sum(r["windows"] for r in records if r["type"] == "segment") == len(got)
     assert capsys.readouterr().out.splitlines()[-1].startswith("ended (stopped)")
 
 
-def _stream_to_page(predictor, video: Path, server: LiveServer, done: list) -> None:
-    for record in watch(predictor, str(video), stride=STRIDE, top_k=3, realtime=True):
+def _stream_to_page(predictor, source: str, server: LiveServer, done: list) -> None:
+    # A file at its pace; a URL comes at its own.
+    for record in watch(predictor, source, stride=STRIDE, top_k=3,
+                        realtime="://" not in source, max_lag=0):
         server.publish(record)
         done.append(record)
 
@@ -353,7 +480,7 @@ def test_the_event_stream_sends_each_record_as_it_happens(setup):
         assert state["type"] == "state" and state["source"] == str(video)
         published: list = []
         worker = threading.Thread(target=_stream_to_page,
-                                  args=(predictor, video, server, published))
+                                  args=(predictor, str(video), server, published))
         worker.start()
         for line in events:
             if line.startswith(b"data: "):
@@ -376,18 +503,21 @@ def browser():
 
 def test_the_live_page_updates_while_the_stream_plays(setup, browser):
     _, predictor, video, timeline = setup
-    server = LiveServer("127.0.0.1", 0, str(video))
+    stream = PacedServer(video, hold=last_keyframe(video))
+    server = LiveServer("127.0.0.1", 0, stream.url)
     try:
         browser.errors.clear()
         browser.open(server.url)
         published: list = []
         worker = threading.Thread(target=_stream_to_page,
-                                  args=(predictor, video, server, published))
+                                  args=(predictor, stream.url, server, published))
         worker.start()
-        # While it plays: windows arrive one by one (the count moves, the stream not over).
-        browser.wait_for("+document.body.dataset.windows >= 2")
+        # While it plays (held at its last keyframe: it cannot end meanwhile), the windows so
+        # far are shown and the status is not `ended`.
+        browser.wait_for(f"+document.body.dataset.windows == {HELD_WINDOWS}")
         assert not browser.evaluate("document.getElementById('status').textContent"
                                     ".startsWith('ended')")
+        stream.release()
         worker.join()
         browser.wait_for("document.getElementById('status').textContent.startsWith('ended')")
         last = windows_of(published)[-1]
@@ -401,6 +531,7 @@ def test_the_live_page_updates_while_the_stream_plays(setup, browser):
         assert browser.errors == []
     finally:
         server.close()
+        stream.close()
 
 
 def test_several_tasks_on_one_backbone_each_give_their_timeline(setup, tmp_path):

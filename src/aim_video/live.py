@@ -16,10 +16,12 @@ and `Predictor.task_probabilities`, as a timeline window does; segments follow t
   record also carries the wall-clock time it was classified at;
 * bounded lag: the source is decoded in a thread, at most `PREFETCH_WINDOWS` windows ahead of
   the model. With a live source (a URL, standard input, a file at its own pace), a window more
-  than one stride later than the stream's pace makes it due is skipped (counted and reported)
-  as soon as a newer one is ready, so a model slower than the stream always takes the newest
-  window and no backlog grows (see `_Handoff`). A file decoded as fast as possible waits for
-  the model instead, so every window is classified.
+  than `max_lag` seconds (default: one stride) later than the stream's pace makes it due is
+  skipped (counted and reported) as soon as a newer one is ready, so a model slower than the
+  stream always takes the newest window and no backlog grows (see `_Handoff`). A file decoded
+  as fast as possible, or any source with `max_lag` 0 or infinite, waits for the model
+  instead, so every window is classified (a live source is then read only as fast as the
+  model goes: a recording that must not lose a window).
 
 A window's lag is the time from its completion (the arrival of the first frame past its last
 sample, which is when any reader could have it) to its result.
@@ -182,8 +184,8 @@ class LiveSource:
         """The source opened again, or None when `reconnect` seconds of back-off ran out (or
         `stop` was set)."""
         deadline = time.monotonic() + self.reconnect
-        delay = BACKOFF_FIRST
-        while time.monotonic() + delay <= deadline:
+        delay = min(BACKOFF_FIRST, self.reconnect)
+        while True:  # at least one try, however long this thread waited to run
             if self.stop.wait(delay):
                 return None
             try:
@@ -191,6 +193,8 @@ class LiveSource:
             except SourceError as err:
                 reason = str(err)
             delay = min(2 * delay, BACKOFF_MAX)
+            if time.monotonic() + delay > deadline:
+                break
         self.notify({"type": "lost", "at": at, "reason": reason,
                      "note": f"not back within {self.reconnect:g} s"})
         return None
@@ -200,16 +204,18 @@ class _Handoff:
     """Complete windows (and the source's notices, in order) from the decoding thread to the
     model; the decoding thread waits while `depth` windows are queued.
 
-    Skipping (a live source): a window is late when the clock has passed the time it was due
-    by more than `budget` seconds; a late window is dropped (and counted) as soon as a newer
-    one is queued. A window is due `anchor` seconds after its end in stream time, `anchor`
-    being the most any window so far took to arrive after its end: a burst (a stream opened or
-    piped faster than its pace) is early, not late; a stream that drops and comes back moves
-    the anchor by the gap; only a model slower than the stream makes windows late.
+    Skipping (`skip`, a live source): a window is late when `clock` has passed the time it was
+    due by more than `budget` seconds; a late window is dropped (and counted) as soon as a
+    newer one is queued. A window is due `anchor` seconds after its end in stream time,
+    `anchor` being the most any window so far took to arrive after its end: a burst (a stream
+    opened or piped faster than its pace) is early, not late; a stream that drops and comes
+    back moves the anchor by the gap; only a model slower than the stream makes windows late.
+    `clock` is the time, in seconds, that arrivals and lateness are measured in.
     """
 
-    def __init__(self, skip: bool, budget: float, depth: int = PREFETCH_WINDOWS) -> None:
-        self.skip, self.budget, self.depth = skip, budget, depth
+    def __init__(self, skip: bool, budget: float, depth: int = PREFETCH_WINDOWS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.skip, self.budget, self.depth, self.clock = skip, budget, depth, clock
         self.items: collections.deque[tuple[str, Any, float]] = collections.deque()
         self.cond = threading.Condition()
         self.finished = False
@@ -224,7 +230,7 @@ class _Handoff:
         windows = [item for item in self.items if item[0] == "window"]
         if not self.skip or len(windows) < 2:
             return
-        now = time.monotonic()
+        now = self.clock()
         kept: collections.deque[tuple[str, Any, float]] = collections.deque()
         for item in self.items:
             if (item[0] == "window" and item is not windows[-1]
@@ -236,7 +242,7 @@ class _Handoff:
 
     def put(self, kind: str, payload: Any, stop: threading.Event) -> None:
         with self.cond:
-            arrived = time.monotonic()
+            arrived = self.clock()
             if kind == "window":
                 self.anchor = max(self.anchor, arrived - payload.end)
                 self._drop_late()
@@ -310,7 +316,7 @@ def _now() -> str:
 
 def watch(predictor: Predictor, source: str | LiveSource, *, stride: float | None = None,
           window: float | None = None, threshold: float = 0.5, top_k: int = 5,
-          realtime: bool = False, reconnect: float = 0.0,
+          realtime: bool = False, reconnect: float = 0.0, max_lag: float | None = None,
           stop: threading.Event | None = None) -> Iterator[Record]:
     """The records of watching `source`, in order, as they happen (see the module docstring).
 
@@ -331,12 +337,18 @@ def watch(predictor: Predictor, source: str | LiveSource, *, stride: float | Non
         top_k: classes per window record.
         realtime: a file at its own pace (and skipping when the model falls behind).
         reconnect: seconds to keep reopening a URL that dropped or ended.
+        max_lag: seconds a live source's window may be later than the stream's pace before it
+            is skipped for a newer one (None: one stride; 0 or infinite: never skip, every
+            window is classified however far the model falls behind).
         stop: set to end (a signal): the open segments are closed and `end` comes next.
 
     Raises:
         SourceError: the source cannot be opened (before any record).
         VideoDecodeError: the source yields no frame.
+        ValueError: a negative `max_lag`.
     """
+    if max_lag is not None and not max_lag >= 0:
+        raise ValueError(f"max_lag must be 0 or more seconds, got {max_lag}")
     stop = stop or threading.Event()
     notices: queue.SimpleQueue[Record] = queue.SimpleQueue()
     if isinstance(source, LiveSource):
@@ -354,14 +366,15 @@ def watch(predictor: Predictor, source: str | LiveSource, *, stride: float | Non
         interval=data.frame_interval, span=window, stride=stride,
         short_side=transform.short_side if data.resize_in_decoder else None, info=info,
         source=live)
-    skip = live.realtime or is_url(live.source) or live.source == "-"
+    skip = ((live.realtime or is_url(live.source) or live.source == "-")
+            and max_lag not in (0, math.inf))
     # The first call of a model is slow (allocations, kernel choice): make it before the
     # stream starts, so that it counts neither as lag nor towards skipping.
     size = data.input_size
     predictor.task_probabilities(transform(torch.zeros(data.num_frames, size, size, 3,
                                                        dtype=torch.uint8))[None])
-    # Skipping waits one stride; before the first window the stride is not known yet.
-    handoff = _Handoff(skip, budget=stride or 0.0)
+    # By default skipping waits one stride; before the first window it is not known yet.
+    handoff = _Handoff(skip, budget=max_lag if max_lag is not None else stride or 0.0)
 
     def produce() -> None:
         def forward_notices() -> None:
@@ -414,7 +427,7 @@ def watch(predictor: Predictor, source: str | LiveSource, *, stride: float | Non
             w: Window = payload
             views = transform(torch.from_numpy(w.frames))[None]  # (1, V, C, T, H, W)
             probs = {name: p[0].numpy() for name, p in predictor.task_probabilities(views).items()}
-            lag = time.monotonic() - arrived
+            lag = handoff.clock() - arrived
             lags.append(lag)
             counts["windows"] += 1
             counts["skipped"] += skipped

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "a file (as fast as it decodes, or at its own pace with --realtime). Prints "
                     "one line per window (time, top classes, lag) and each segment when it "
                     "closes. When the model is slower than a live stream, it skips to the "
-                    "newest window (never a growing backlog) and says how many it skipped. A "
+                    "newest window (never a growing backlog) and says how many it skipped "
+                    "(--max-lag: how late a window may be first; 0: never skip). A "
                     "URL that drops is reopened with back-off (--reconnect) and the gap is "
                     "reported. Ctrl-C or SIGTERM ends it cleanly, the open segment closed. "
                     "Exit status: 0 the stream ended; 1 the stream gave no frame; 2 a bad "
@@ -54,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--realtime", action="store_true",
                         help="play a file at its own pace (as a live stream: windows skipped "
                              "when the model falls behind)")
+    parser.add_argument("--max-lag", type=float, metavar="SECONDS",
+                        help="how late a live stream's window may be before it is skipped for "
+                             "a newer one (default: the stride); 0 or inf: never skip, every "
+                             "window is classified however far the model falls behind")
     parser.add_argument("--reconnect", type=float, default=30.0, metavar="SECONDS",
                         help="keep reopening a URL that dropped or ended for this long "
                              "(0: end with it)")
@@ -92,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--views {args.views}: a window is one clip; give 1xCROPS, e.g. 1x3")
     if args.reconnect < 0:
         raise UserError(f"--reconnect {args.reconnect:g}: give 0 or more seconds")
+    if args.max_lag is not None and not args.max_lag >= 0:  # NaN too
+        raise UserError(f"--max-lag {args.max_lag:g}: give 0 or more seconds (0 or inf: never "
+                        "skip)")
+    # One spelling of "never skip" (inf is not JSON, and the start record is).
+    max_lag = 0.0 if args.max_lag == float("inf") else args.max_lag
     address = parse_address(args.serve) if args.serve else None
     predictor = _predictor(args)
     stop = threading.Event()
@@ -107,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if server is not None:
         outputs.append(server.publish)
     start = {"type": "start", "source": args.source, "stride": args.stride,
-             "window": args.window, "threshold": args.threshold,
+             "window": args.window, "threshold": args.threshold, "max_lag": max_lag,
              "tasks": [task.name for task in predictor.tasks]}
     end: dict[str, Any] = {}
     try:
@@ -115,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
             for output in outputs[1:]:  # the terminal has the command line already
                 output(start)
             for record in watch(predictor, source, stride=args.stride, window=args.window,
-                                threshold=args.threshold, top_k=args.top_k, stop=stop):
+                                threshold=args.threshold, top_k=args.top_k,
+                                max_lag=max_lag, stop=stop):
                 for output in outputs:
                     output(record)
                 if record["type"] == "end":
