@@ -203,7 +203,7 @@ def test_a_file_gives_the_timeline_and_appends_to_its_own_events_file(setup, tmp
     assert (end["windows"], end["skipped"], end["segments"]) == (WINDOWS, 0, len(expected))
     # The file: our header, then this run's start record and the same records.
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert lines[0] == {"format": "aim-video-watch-events", "version": 1}
+    assert lines[0] == {"aim-video": "watch events", "format": 1}
     assert lines[1]["type"] == "start" and lines[1]["source"] == str(video)
     assert [r["type"] for r in lines[2:]] == [r["type"] for r in printed]
     # A second run appends (one header); a torn last line is cut off first.
@@ -220,7 +220,7 @@ def test_a_file_gives_the_timeline_and_appends_to_its_own_events_file(setup, tmp
     foreign.write_text('{"mine": 1}\n')
     assert main(args[:-1] + [str(foreign)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not an events file of aim-video watch" in err[0]
+    assert len(err) == 1 and "not aim-video watch events" in err[0]
     assert foreign.read_text() == '{"mine": 1}\n'
 
 
@@ -272,7 +272,7 @@ def test_standard_input_gives_the_timeline(setup, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from aim_video.cli import main; sys.exit(main())",
          "watch", "-", "--checkpoint", str(checkpoint), "--stride", str(STRIDE), "--top-k",
-         "3", "--device", "cpu", "--json", "--max-lag", "inf"],
+         "3", "--device", "cpu", "--json", "--max-lag", "0"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, env=env,
         bufsize=0)  # each packet reaches the pipe when it is written
 
@@ -426,11 +426,16 @@ def test_a_source_that_cannot_be_opened_is_one_line(setup, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0] and source in err[0]
     for option, words in ((["--views", "3x1"], "a window is one clip"),
-                          (["--serve", "localhost:http"], "expected HOST:PORT"),
-                          (["--max-lag", "-1"], "--max-lag -1: give 0 or more seconds")):
+                          (["--serve", "localhost:http"], "expected HOST:PORT")):
         assert main(["watch", "-", "--checkpoint", checkpoint, *option]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0]
+    # Numbers are checked when the command line is read, as in every command.
+    with pytest.raises(SystemExit) as exit_:
+        main(["watch", "-", "--checkpoint", checkpoint, "--max-lag", "-1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "argument --max-lag: must be >= 0 s, got -1" in err[0]
 
 
 def test_sigterm_ends_cleanly_with_everything_written(setup, tmp_path, capsys):

@@ -50,6 +50,7 @@ import torch
 from aim_video.data.dataset import build_eval_transform
 from aim_video.data.stream import PREFETCH_WINDOWS, StreamInfo, Window, stream_windows
 from aim_video.errors import UserError
+from aim_video.files import output_header, read_own_lines
 from aim_video.predictor import Predictor, Timeline
 
 JUMP_SECONDS = Fraction(5)  # a forward timestamp step longer than this is a discontinuity
@@ -469,44 +470,29 @@ def _top(top: list[tuple[str, float]]) -> list[Record]:
 
 
 # ------------------------------------------------------------------------------ events file
-EVENTS_HEADER = {"format": "aim-video-watch-events", "version": 1}
+WATCH_EVENTS = "watch events"  # what an events file's header line says it is
 
 
 class EventsFile:
     """An append-only JSONL file of watch records that proves it is ours.
 
-    Its first line is `EVENTS_HEADER`; a file whose first line is not is refused before a byte
-    changes. A last line torn by a kill is cut off before appending. Each record is flushed as
-    it is written.
+    Its first line is `files.output_header("watch events", format=1)`, as every output of
+    aim-video that grows; a file whose first line is not is refused before a byte changes
+    (`files.read_own_lines`), and only then is a last line torn by a kill cut off. Each record
+    is flushed as it is written.
 
     Raises:
         OutputError: the file is not an events file of `aim-video watch`.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        from aim_video.outputs import OutputError
-
         self.path = Path(path)
-        size = self.path.stat().st_size if self.path.exists() else 0
-        if size:
-            with open(self.path, "rb") as f:
-                head = f.readline(4096)
-            try:
-                ours = json.loads(head) == EVENTS_HEADER
-            except ValueError:
-                ours = False
-            if not ours:
-                raise OutputError(f"{self.path}: not an events file of aim-video watch (its "
-                                  "first line is not ours); give another --out")
-            with open(self.path, "r+b") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":  # a torn last record: cut it off
-                    data = self.path.read_bytes()
-                    f.truncate(data.rfind(b"\n") + 1)
+        found = read_own_lines(self.path, WATCH_EVENTS, option="--out")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
-        if not size:
-            self.write(EVENTS_HEADER)
+        if found is None or (found.headerless and not found.lines):  # new, or empty
+            self._file.write(output_header(WATCH_EVENTS, format=1))
+            self._file.flush()
 
     def write(self, record: Record) -> None:
         self._file.write(json.dumps(record) + "\n")

@@ -85,8 +85,8 @@ def views(text: str) -> str:
 SHARED: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "checkpoint": (("--checkpoint",), dict(
         action="append", metavar="PATH",
-        help="last.pt / best.pt of a run. predict and timeline take it repeated, for several "
-             "tasks trained on one backbone: the backbone is loaded once and every input "
+        help="last.pt / best.pt of a run. predict, timeline and watch take it repeated, for "
+             "several tasks trained on one backbone: the backbone is loaded once and every input "
              "decoded once, each task named by its run folder; eval, export and extract (each "
              "task's adapters give their own features) take one")),
     "pretrained": (("--pretrained",), dict(
@@ -103,8 +103,8 @@ SHARED: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N")),
     "views": (("--views",), dict(
         type=views, metavar="CLIPSxCROPS",
-        help="test views, e.g. 3x1 or 1x3 (default: the checkpoint's); timeline: 1xCROPS, as "
-             "a window is one clip")),
+        help="test views, e.g. 3x1 or 1x3 (default: the checkpoint's); timeline, watch: "
+             "1xCROPS, as a window is one clip")),
     "window": (("--window",), dict(
         type=float_in(0, low_open=True, unit=" s"), metavar="SECONDS",
         help="window length, uniform-sampling checkpoints only (default: data.num_frames x "
@@ -113,10 +113,11 @@ SHARED: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         type=float_in(MIN_STRIDE, unit=" s"), metavar="SECONDS",
         help="time between window starts (default: the window's length)")),
     "json": (("--json",), dict(
-        action="store_true", help="print one JSON object instead of the summary")),
+        action="store_true",
+        help="print one JSON object instead of the summary (watch: one JSON line a record)")),
     "top_k": (("--top-k",), dict(
         type=positive_int, default=5, metavar="K",
-        help="classes listed per video (timeline: per window)")),
+        help="classes listed per video (timeline, watch: per window)")),
     "threshold": (("--threshold",), dict(
         type=float_in(0, 1), default=0.5, metavar="P",
         help="least top-class probability of a window in a segment (0..1)")),

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from aim_video.cli.arguments import positive_float
+from aim_video.cli import arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,43 +28,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "newest window (never a growing backlog) and says how many it skipped "
                     "(--max-lag: how late a window may be first; 0: never skip). A "
                     "URL that drops is reopened with back-off (--reconnect) and the gap is "
-                    "reported. Ctrl-C or SIGTERM ends it cleanly, the open segment closed. "
-                    "Exit status: 0 the stream ended; 1 the stream gave no frame; 2 a bad "
-                    "argument or a source that cannot be opened; 130 stopped by a signal.",
+                    "reported. Ctrl-C or SIGTERM ends it cleanly, the open segment closed "
+                    "(exit status 130); a stream that gives no frame is exit status 1.",
     )
     parser.add_argument("source", metavar="SOURCE", help="URL, - (standard input) or file")
-    parser.add_argument("--checkpoint", action="append", metavar="PATH",
-                        help="last.pt / best.pt of a run (--runtime torch); repeat it for "
-                             "several tasks trained on one backbone")
-    parser.add_argument("--pretrained", metavar="PATH", help="backbone weights (if moved)")
-    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                        help="onnx: run a file from aim-video export on onnxruntime (CPU)")
-    parser.add_argument("--model", metavar="MODEL.onnx",
-                        help="the exported file (--runtime onnx); it alone is enough")
-    parser.add_argument("--window", type=positive_float, metavar="SECONDS",
-                        help="window length, uniform-sampling models only (default: "
-                             "data.num_frames x data.frame_interval frames)")
-    parser.add_argument("--stride", type=positive_float, metavar="SECONDS",
-                        help="time between window starts (default: the window's length)")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="least top-class probability of a window in a segment")
-    parser.add_argument("--top-k", type=int, default=5, help="classes per window")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--views", metavar="CLIPSxCROPS",
-                        help="test views per window, 1xN: N crops (default: the model's crops)")
+    arguments.add_model(parser)
+    arguments.add(parser, "window", "stride", "threshold", "top_k", "json")
     parser.add_argument("--realtime", action="store_true",
                         help="play a file at its own pace (as a live stream: windows skipped "
                              "when the model falls behind)")
-    parser.add_argument("--max-lag", type=float, metavar="SECONDS",
+    parser.add_argument("--max-lag", type=arguments.float_in(0, unit=" s"), metavar="SECONDS",
                         help="how late a live stream's window may be before it is skipped for "
-                             "a newer one (default: the stride); 0 or inf: never skip, every "
-                             "window is classified however far the model falls behind")
-    parser.add_argument("--reconnect", type=float, default=30.0, metavar="SECONDS",
+                             "a newer one (default: the stride); 0: never skip, every window "
+                             "is classified however far the model falls behind")
+    parser.add_argument("--reconnect", type=arguments.float_in(0, unit=" s"), default=30.0,
+                        metavar="SECONDS",
                         help="keep reopening a URL that dropped or ended for this long "
                              "(0: end with it)")
     parser.add_argument("--out", metavar="EVENTS.jsonl",
                         help="append every record (window, segment, gap, ...) as a JSON line")
-    parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     parser.add_argument("--serve", metavar="[HOST:]PORT",
                         help="also serve a live page of the current top classes and recent "
                              "segments (host 127.0.0.1 unless given)")
@@ -87,23 +69,19 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aim_video.cli.predict import _predictor
     from aim_video.data.decode import VideoDecodeError
     from aim_video.errors import UserError
     from aim_video.live import EventsFile, LiveSource, watch
     from aim_video.live_server import LiveServer, parse_address
 
-    if args.views is not None and not args.views.startswith("1x"):
+    from aim_video.engine.config import parse_views
+
+    if args.views is not None and parse_views(args.views)[0] != 1:
         raise UserError(f"--views {args.views}: a window is one clip; give 1xCROPS, e.g. 1x3")
-    if args.reconnect < 0:
-        raise UserError(f"--reconnect {args.reconnect:g}: give 0 or more seconds")
-    if args.max_lag is not None and not args.max_lag >= 0:  # NaN too
-        raise UserError(f"--max-lag {args.max_lag:g}: give 0 or more seconds (0 or inf: never "
-                        "skip)")
-    # One spelling of "never skip" (inf is not JSON, and the start record is).
-    max_lag = 0.0 if args.max_lag == float("inf") else args.max_lag
+    arguments.check_out(args.out, "file")
+    max_lag = args.max_lag
     address = parse_address(args.serve) if args.serve else None
-    predictor = _predictor(args)
+    predictor = arguments.predictor_from_args(args)
     stop = threading.Event()
     source = LiveSource(args.source, realtime=args.realtime, reconnect=args.reconnect, stop=stop)
     events = EventsFile(args.out) if args.out else None
