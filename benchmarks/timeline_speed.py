@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -36,12 +35,13 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
 
 def write_video(path: Path, seconds: int, fps: int, width: int, height: int) -> Path:
-    """A moving gradient: cheap to encode, and every frame differs."""
+    """A moving gradient: cheap to encode, and every frame differs. The container is the one
+    `path`'s extension names (.mp4; .ts: MPEG-TS, as a live stream sends it)."""
     if path.exists():
         return path
-    partial = path.with_name(path.name + ".partial.mp4")
+    partial = path.with_name(path.name + ".partial" + path.suffix)
     yy, xx = np.mgrid[0:height, 0:width]
-    with av.open(str(partial), "w") as container:
+    with av.open(str(partial), "w", format="mpegts" if path.suffix == ".ts" else None) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(seconds * fps):

@@ -21,31 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import av
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-
-
-def write_stream(path: Path, seconds: int, fps: int = 25, width: int = 128,
-                 height: int = 96) -> Path:
-    if path.exists():
-        return path
-    partial = path.with_name(path.name + ".partial.ts")
-    yy, xx = np.mgrid[0:height, 0:width]
-    with av.open(str(partial), "w", format="mpegts") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(seconds * fps):
-            image = np.stack([(xx + i) % 256, (yy + 2 * i) % 256, (xx + yy + i) % 256], -1)
-            frame = av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(partial, path)
-    return path
+sys.path.insert(0, str(Path(__file__).parent))
+from timeline_speed import write_video  # noqa: E402  (the same moving gradient)
 
 
 def rss_mib() -> float:
@@ -69,7 +49,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    video = write_stream(cache / f"{args.seconds}s_25fps.ts", args.seconds)
+    video = write_video(cache / f"{args.seconds}s_25fps.ts", args.seconds, 25, 128, 96)
     checkpoint = Path(args.checkpoint) if args.checkpoint else cache / "demo_shape.pt"
     if not args.checkpoint:
         write_checkpoint(checkpoint, classes=10, num_frames=8, interval=4, width=128, layers=4,
