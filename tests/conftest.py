@@ -4,7 +4,8 @@ The engine's tiny runs (see `test_engine_support.tiny_config`) read two session 
 on first use: `synthetic`, a tiny synthetic data set (8 train + 4 val H.264 videos of 32 px),
 and `backbone`, a tiny CLIP-layout image model saved as an OpenAI state dict (what
 `--pretrained` reads). Modules that train or evaluate such runs opt in to `one_thread` with
-`pytestmark = pytest.mark.usefixtures("one_thread")`.
+`pytestmark = pytest.mark.usefixtures("one_thread")`. The pages' tests (report, live page)
+share `browser`, headless Chromium per module.
 """
 
 import os
@@ -48,3 +49,15 @@ def backbone(tmp_path_factory) -> Path:
     from test_engine_support import write_backbone
 
     return write_backbone(tmp_path_factory.getbasetemp() / "tiny_clip.pt", seed=123)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (tests/chromium.py) for the pages' tests, one per module; skipped,
+    with the install hint, where Chromium is missing."""
+    from chromium import INSTALL_HINT, Chromium, find_chromium
+
+    if find_chromium() is None:
+        pytest.skip(INSTALL_HINT)
+    with Chromium() as page:
+        yield page

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 import torch
-from chromium import INSTALL_HINT, Chromium, find_chromium
+from chromium import Chromium
 from fake_eval import fake_evaluation
 from PIL import Image
 
@@ -141,14 +141,6 @@ def test_an_evaluation_folder_makes_a_report_with_the_strips_of_what_the_model_s
 
 
 # ---------------------------------------------------------------------------- in Chromium
-@pytest.fixture(scope="module")
-def browser():
-    if find_chromium() is None:
-        pytest.skip(INSTALL_HINT)
-    with Chromium() as page:
-        yield page
-
-
 def load(browser: Chromium, path: Path) -> None:
     browser.errors.clear()
     browser.open(path.resolve().as_uri())

@@ -31,7 +31,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from chromium import INSTALL_HINT, Chromium, find_chromium
 from video_helpers import frame_colour, frame_index, one_thread, write_checkpoint  # noqa: F401
 
 from aim_video import live
@@ -496,14 +495,6 @@ def test_the_event_stream_sends_each_record_as_it_happens(setup):
     server.close()
     assert received == published
     assert_timeline_windows(received, timeline)  # a file played at its pace: the timeline too
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if find_chromium() is None:
-        pytest.skip(INSTALL_HINT)
-    with Chromium() as page:
-        yield page
 
 
 def test_the_live_page_updates_while_the_stream_plays(setup, browser):
